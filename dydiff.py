@@ -1,0 +1,888 @@
+"""DyDiff: long-horizon rollout via dynamics diffusion for offline RL, in one readable module.
+
+Zhao et al., "Long-Horizon Rollout via Dynamics Diffusion for Offline Reinforcement Learning",
+arXiv 2405.19189. A diffusion model (DM) learns windows of H consecutive (state, action) rows of the
+offline data. Its own policy is the data's behaviour policy, so DyDiff *injects* the learning policy:
+a single-step dynamics model makes a policy-consistent first rollout, then M times the DM resamples
+the states with the first state and all actions fixed (inpainting) and every action is recomputed as
+pi(state). A reward model scores each synthetic trajectory, the best are kept, and TD3+BC trains on a
+mix of real and synthetic transitions.
+
+Sections, in the order of the algorithm:
+  1. Config ........................ every hyperparameter, one line each
+  2. Data .......................... normalisers, replay buffer, diffusion windows
+  3. Diffusion model ............... MLP and temporal U-Net denoisers, DDPM with inpainting (Sec. 4.1)
+  4. Dynamics and reward models .... MBPO-style probabilistic ensemble, reward MLP
+  5. TD3+BC ........................ the offline RL learner (Fujimoto & Gu 2021)
+  6. DyDiff rollout ................ policy injection (Sec. 4.2, Alg. 1), reward filtering (Sec. 4.3)
+  7. Training ...................... pretraining the models, the DyDiff+TD3BC loop
+
+Departures from the authors' code, each marked where it happens: DDPM with few steps instead of EDM
+(so it runs on a CPU); the canonical deterministic TD3+BC actor instead of their tanh-Gaussian one;
+a small MLP denoiser by default on the CPU (the temporal U-Net is here and selectable).
+
+Depends on torch and numpy only: environments, datasets and files live in train_offline.py.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# =====================================================================================================
+# 1. Config
+# =====================================================================================================
+
+
+@dataclass
+class Config:
+    # --- the run
+    updates: int = 100_000  # TD3+BC gradient updates
+    eval_every: int = 2_500  # updates between evaluations
+    device: str = "cpu"  # torch device for every tensor and model
+    # --- DyDiff rollouts (Alg. 1)
+    horizon: int = 32  # H: steps per synthetic trajectory (and DM window length)
+    iterations: int = 2  # M: policy-injection rounds (2 in every published config)
+    rollout_batch_size: int = 1024  # trajectories synthesised per round (authors: 2048)
+    rollout_every: int = 1_000  # updates between synthesis rounds (authors: 500)
+    keep_ratio: float = 0.6  # fraction of trajectories kept by the reward filter
+    filter: str = "hardmax"  # "hardmax" (top keep_ratio) or "softmax" (sampled)
+    temperature: float = 0.05  # softmax filter temperature on standardised returns
+    real_ratio: float = 0.6  # fraction of each batch drawn from the real data
+    synthetic_capacity: int = 200_000  # FIFO size of the synthetic buffer (authors: 2M)
+    # --- diffusion model (DDPM; the authors use EDM)
+    denoiser: str = "mlp"  # "mlp" (fast on a CPU) or "unet" (Diffuser's temporal U-Net)
+    n_diffusion_steps: int = 20  # DDPM steps K for training and ancestral sampling
+    predict_epsilon: bool = False  # predict the noise (True) or the clean window x0 (False)
+    mlp_width: int = 512  # MLP denoiser: hidden width
+    mlp_blocks: int = 4  # MLP denoiser: residual blocks
+    unet_dim: int = 32  # U-Net: channels of the first level (authors: 128)
+    unet_dim_mults: tuple = (1, 2, 4)  # U-Net: channel multipliers per level (authors: 1, 4, 8)
+    dm_steps: int = 6_000  # DM training steps
+    dm_batch_size: int = 256  # DM training batch
+    dm_lr: float = 3e-4  # DM Adam learning rate
+    ema_decay: float = 0.995  # decay of the EMA copy of the denoiser used for sampling
+    # --- dynamics ensemble and reward model (MBPO / MOPO recipe)
+    n_members: int = 7  # ensemble members
+    n_elites: int = 5  # members used for prediction, lowest holdout MSE
+    dynamics_hidden: int = 200  # width of the 4 hidden layers
+    reward_hidden: int = 256  # width of the reward model's 2 hidden layers
+    model_lr: float = 1e-3  # Adam learning rate for dynamics and reward models
+    model_batch_size: int = 256  # batch per member
+    model_epoch_steps: int = 1_000  # gradient steps between holdout checks ("epoch")
+    model_max_epochs: int = 30  # upper bound on epochs
+    model_patience: int = 5  # epochs without 1% holdout improvement before stopping
+    holdout_ratio: float = 0.2  # fraction of rows held out...
+    max_holdout: int = 5_000  # ...but at most this many
+    # --- TD3+BC (canonical settings)
+    batch_size: int = 256  # RL batch
+    lr: float = 3e-4  # actor and critic Adam learning rate
+    gamma: float = 0.99  # discount
+    tau: float = 0.005  # target network soft-update rate
+    policy_noise: float = 0.2  # target policy smoothing noise...
+    noise_clip: float = 0.5  # ...clipped at this
+    policy_freq: int = 2  # actor and target update every policy_freq critic updates
+    alpha: float = 2.5  # weight of the Q term against behaviour cloning
+
+    def validate(self, state_dim: int | None = None) -> None:
+        """Raise ValueError with a one-line message for settings that cannot work."""
+        for name in ("updates", "eval_every", "horizon", "rollout_batch_size", "rollout_every",
+                     "synthetic_capacity", "n_diffusion_steps", "dm_steps", "dm_batch_size",
+                     "n_members", "n_elites", "model_batch_size", "model_epoch_steps",
+                     "model_max_epochs", "batch_size", "policy_freq", "mlp_width", "unet_dim"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.iterations < 0:
+            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if not 0 < self.keep_ratio <= 1:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
+        if not 0 <= self.real_ratio <= 1:
+            raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
+        if self.horizon < 2:
+            raise ValueError(f"horizon must be at least 2, got {self.horizon}")
+        if self.n_elites > self.n_members:
+            raise ValueError(f"n_elites ({self.n_elites}) cannot exceed n_members ({self.n_members})")
+        if self.filter not in ("hardmax", "softmax"):
+            raise ValueError(f"filter must be 'hardmax' or 'softmax', got {self.filter!r}")
+        if self.denoiser not in ("mlp", "unet"):
+            raise ValueError(f"denoiser must be 'mlp' or 'unet', got {self.denoiser!r}")
+        if self.denoiser == "unet":
+            down = 2 ** (len(self.unet_dim_mults) - 1)
+            if self.horizon % down:
+                raise ValueError(f"horizon {self.horizon} must be divisible by {down} for a U-Net "
+                                 f"with {len(self.unet_dim_mults)} levels")
+            if self.unet_dim % 8:
+                raise ValueError(f"unet_dim must be a multiple of 8 (GroupNorm), got {self.unet_dim}")
+
+
+# =====================================================================================================
+# 2. Data
+# =====================================================================================================
+
+
+class Normalizer(nn.Module):
+    """x -> (x - shift) / scale and back. Buffers, so a model's state_dict carries its normaliser.
+
+    fit_zscore: mean and std (RL learner, dynamics inputs; eps 1e-3 as in TD3+BC).
+    fit_limits: min and max to [-1, 1] (the DM, as the authors' "limits" normaliser).
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("shift", torch.zeros(dim))
+        self.register_buffer("scale", torch.ones(dim))
+
+    def fit_zscore(self, x: torch.Tensor) -> Normalizer:
+        self.shift.copy_(x.mean(0))
+        self.scale.copy_(x.std(0) + 1e-3)
+        return self
+
+    def fit_limits(self, x: torch.Tensor) -> Normalizer:
+        lo, hi = x.min(0).values, x.max(0).values
+        self.shift.copy_((hi + lo) / 2)
+        self.scale.copy_((hi - lo).clamp(min=1e-6) / 2)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.shift) / self.scale
+
+    def unnormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.shift
+
+
+class ReplayBuffer:
+    """Transitions as one [capacity, fields] tensor on the device: one gather per batch, not five.
+
+    Used for the real data (filled once) and for synthetic data (FIFO: the oldest rows are
+    overwritten once it is full).
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, capacity: int, device: str):
+        self.sizes = {"states": state_dim, "actions": action_dim, "rewards": 1,
+                      "next_states": state_dim, "dones": 1}
+        self.rows = torch.zeros(capacity, sum(self.sizes.values()), device=device)
+        self.capacity, self.size, self.pos = capacity, 0, 0
+
+    def add(self, batch: dict[str, torch.Tensor]) -> None:
+        new = torch.cat([batch[k].reshape(len(batch[k]), -1).float() for k in self.sizes], 1)
+        new = new[-self.capacity :]  # a batch larger than the buffer keeps its newest rows
+        idx = (self.pos + torch.arange(len(new), device=new.device)) % self.capacity
+        self.rows[idx] = new.to(self.rows.device)
+        self.pos = (self.pos + len(new)) % self.capacity
+        self.size = min(self.size + len(new), self.capacity)
+
+    def sample(self, n: int) -> torch.Tensor:
+        return self.rows[torch.randint(0, self.size, (n,), device=self.rows.device)]
+
+    def split(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
+        """[B, fields] -> {"states": [B, S], "actions": [B, A], "rewards": [B, 1], ...} (views)."""
+        return dict(zip(self.sizes, rows.split(list(self.sizes.values()), dim=1)))
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows[: self.size].clone(), "pos": self.pos}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.size = len(d["rows"])
+        self.rows[: self.size] = d["rows"].to(self.rows.device)
+        self.pos = d["pos"]
+
+
+def sample_mixed(real: ReplayBuffer, synthetic: ReplayBuffer, n: int, real_ratio: float):
+    """A batch with real_ratio real rows and the rest synthetic; all real until the synthetic
+    buffer holds at least one batch worth of rows (the authors' warm-up rule)."""
+    n_real = n if synthetic.size < n else round(n * real_ratio)
+    rows = real.sample(n_real)
+    if n_real < n:
+        rows = torch.cat([rows, synthetic.sample(n - n_real)])
+    return real.split(rows)
+
+
+def data_to_buffer(data: dict[str, np.ndarray], device: str) -> ReplayBuffer:
+    """The offline dataset (arrays from the driver) as a ReplayBuffer."""
+    n, s_dim = data["observations"].shape
+    buf = ReplayBuffer(s_dim, data["actions"].shape[1], n, device)
+    t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in data.items() if k != "episode_ids"}
+    buf.add({"states": t["observations"], "actions": t["actions"], "rewards": t["rewards"],
+             "next_states": t["next_observations"], "dones": t["terminals"]})
+    return buf
+
+
+def window_starts(episode_ids: np.ndarray, horizon: int) -> np.ndarray:
+    """Start rows of every window of `horizon` consecutive rows inside one episode (stride 1).
+
+    Rows of an episode are consecutive, so a window starting at i is inside one episode exactly
+    when rows i and i + horizon - 1 share an episode id. Episodes shorter than the horizon give no
+    window (the authors pad them instead; with maze episodes of ~75 steps and H = 32 few are lost).
+    The windows themselves are gathered per batch (rows[starts + arange(H)]), never materialised:
+    1M rows x H = 32 would be ~0.8 GB.
+    """
+    ids = np.asarray(episode_ids)
+    if len(ids) < horizon:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(ids[: len(ids) - horizon + 1] == ids[horizon - 1 :]).astype(np.int64)
+
+
+# =====================================================================================================
+# 3. Diffusion model
+# =====================================================================================================
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Diffusion step t -> [B, dim] sin/cos features (Transformer positional encoding)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.dim // 2
+        freqs = torch.exp(-math.log(10_000) * torch.arange(half, device=t.device) / (half - 1))
+        args = t.float()[:, None] * freqs[None]
+        return torch.cat([args.sin(), args.cos()], dim=-1)
+
+
+class MLPDenoiser(nn.Module):
+    """Residual MLP over the flattened window [B, H*D]; ~10x faster than the U-Net on a CPU.
+
+    Our default on the CPU (see README for the measurements); the authors use the U-Net below.
+    """
+
+    def __init__(self, horizon: int, transition_dim: int, width: int = 512, n_blocks: int = 4):
+        super().__init__()
+        self.time_mlp = nn.Sequential(
+            SinusoidalEmbedding(128), nn.Linear(128, width), nn.Mish(), nn.Linear(width, width)
+        )
+        self.inp = nn.Linear(horizon * transition_dim, width)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.Mish(), nn.Linear(width, width))
+            for _ in range(n_blocks)
+        )
+        self.out = nn.Sequential(nn.LayerNorm(width), nn.Mish(), nn.Linear(width, horizon * transition_dim))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x: [B, H, D], t: [B] -> [B, H, D]."""
+        temb = self.time_mlp(t)
+        h = self.inp(x.flatten(1))
+        for block in self.blocks:
+            h = h + block(h + temb)
+        return self.out(h).view_as(x)
+
+
+class Conv1dBlock(nn.Sequential):
+    """Conv1d over time -> GroupNorm(8) -> Mish (Diffuser's building block)."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 5):
+        super().__init__(nn.Conv1d(cin, cout, kernel, padding=kernel // 2), nn.GroupNorm(8, cout), nn.Mish())
+
+
+class ResidualTemporalBlock(nn.Module):
+    """Two conv blocks with the time embedding added between them, plus a residual connection."""
+
+    def __init__(self, cin: int, cout: int, embed_dim: int):
+        super().__init__()
+        self.block1, self.block2 = Conv1dBlock(cin, cout), Conv1dBlock(cout, cout)
+        self.time_mlp = nn.Sequential(nn.Mish(), nn.Linear(embed_dim, cout))
+        self.residual = nn.Conv1d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.block1(x) + self.time_mlp(temb)[:, :, None]
+        return self.block2(h) + self.residual(x)
+
+
+class TemporalUnet(nn.Module):
+    """Diffuser's temporal U-Net (Janner et al. 2022): 1-D convolutions over the horizon.
+
+    Each level has two residual blocks and halves the horizon (except the last), so the horizon
+    must be divisible by 2 ** (levels - 1). Authors: dim 128, dim_mults (1, 4, 8), ~59M parameters.
+    """
+
+    def __init__(self, horizon: int, transition_dim: int, dim: int = 32, dim_mults=(1, 2, 4)):
+        super().__init__()
+        if horizon % 2 ** (len(dim_mults) - 1):
+            raise ValueError(f"horizon {horizon} is not divisible by 2^{len(dim_mults) - 1}")
+        dims = [transition_dim] + [dim * m for m in dim_mults]
+        in_out = list(zip(dims[:-1], dims[1:]))
+        self.time_mlp = nn.Sequential(
+            SinusoidalEmbedding(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim)
+        )
+        last = len(in_out) - 1
+        self.downs = nn.ModuleList(
+            nn.ModuleList([
+                ResidualTemporalBlock(cin, cout, dim),
+                ResidualTemporalBlock(cout, cout, dim),
+                nn.Conv1d(cout, cout, 3, stride=2, padding=1) if i < last else nn.Identity(),
+            ])
+            for i, (cin, cout) in enumerate(in_out)
+        )
+        self.mid1 = ResidualTemporalBlock(dims[-1], dims[-1], dim)
+        self.mid2 = ResidualTemporalBlock(dims[-1], dims[-1], dim)
+        self.ups = nn.ModuleList(
+            nn.ModuleList([
+                ResidualTemporalBlock(cout * 2, cin, dim),
+                ResidualTemporalBlock(cin, cin, dim),
+                nn.ConvTranspose1d(cin, cin, 4, stride=2, padding=1),
+            ])
+            for cin, cout in reversed(in_out[1:])
+        )
+        self.final = nn.Sequential(Conv1dBlock(dim, dim), nn.Conv1d(dim, transition_dim, 1))
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """x: [B, H, D], t: [B] -> [B, H, D]."""
+        x = x.transpose(1, 2)  # convolutions run over time: [B, D, H]
+        temb = self.time_mlp(t)
+        skips = []
+        for res1, res2, down in self.downs:
+            x = res2(res1(x, temb), temb)
+            skips.append(x)
+            x = down(x)
+        x = self.mid2(self.mid1(x, temb), temb)
+        for res1, res2, up in self.ups:
+            x = res2(res1(torch.cat([x, skips.pop()], dim=1), temb), temb)
+            x = up(x)
+        return self.final(x).transpose(1, 2)
+
+
+def cosine_betas(n_steps: int, s: float = 0.008) -> torch.Tensor:
+    """Cosine noise schedule (Nichol & Dhariwal 2021), as in Diffuser."""
+    t = torch.linspace(0, 1, n_steps + 1, dtype=torch.float64)
+    alphas_cumprod = torch.cos((t + s) / (1 + s) * math.pi / 2) ** 2
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(0, 0.999).float()
+
+
+class GaussianDiffusion(nn.Module):
+    """DDPM over windows x: [B, H, D] in [-1, 1], conditioned by inpainting.
+
+    The authors use EDM with a stochastic Heun sampler (34 steps); this project uses DDPM with a
+    cosine schedule and few ancestral steps so sampling is cheap on a CPU. Conditioning follows their
+    code: a boolean mask [H, D] marks fixed entries (row 0's state; every action), and those entries
+    are overwritten with their values on the noisy input during training and after every sampling
+    step, so the model learns p(s_1..s_{H-1} | s_0, a_0..a_{H-1}).
+    """
+
+    def __init__(self, denoiser: nn.Module, horizon: int, transition_dim: int, n_steps: int = 20,
+                 predict_epsilon: bool = False, ema_decay: float = 0.995):
+        super().__init__()
+        self.denoiser = denoiser
+        self.ema = copy.deepcopy(denoiser).requires_grad_(False)  # the sampler uses this copy
+        self.norm = Normalizer(transition_dim)  # limits to [-1, 1]; fitted by train_diffusion
+        self.horizon, self.transition_dim, self.n_steps = horizon, transition_dim, n_steps
+        self.predict_epsilon, self.ema_decay = predict_epsilon, ema_decay
+        betas = cosine_betas(n_steps)
+        ab = torch.cumprod(1 - betas, 0)  # alpha-bar_t
+        ab_prev = torch.cat([torch.ones(1), ab[:-1]])
+        self.register_buffer("sqrt_ab", ab.sqrt())
+        self.register_buffer("sqrt_1m_ab", (1 - ab).sqrt())
+        # posterior q(x_{t-1} | x_t, x0) = N(c0 * x0 + ct * x_t, var)  (DDPM eq. 7)
+        self.register_buffer("post_c0", betas * ab_prev.sqrt() / (1 - ab))
+        self.register_buffer("post_ct", (1 - ab_prev) * (1 - betas).sqrt() / (1 - ab))
+        self.register_buffer("post_std", (betas * (1 - ab_prev) / (1 - ab)).sqrt())
+
+    def loss(self, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Denoising loss on the free (unmasked) entries. x0: [B, H, D] normalised, mask: [H, D]."""
+        t = torch.randint(0, self.n_steps, (len(x0),), device=x0.device)
+        noise = torch.randn_like(x0)
+        xt = self.sqrt_ab[t, None, None] * x0 + self.sqrt_1m_ab[t, None, None] * noise
+        xt = torch.where(mask, x0, xt)  # inpainting at training time
+        target = noise if self.predict_epsilon else x0
+        err = (self.denoiser(xt, t) - target) ** 2
+        return err[:, ~mask].mean()  # fixed entries carry no learning signal
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        torch._foreach_lerp_(list(self.ema.parameters()), list(self.denoiser.parameters()),
+                             1 - self.ema_decay)
+
+    @torch.no_grad()
+    def sample(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Ancestral DDPM sampling; entries where mask is True are set to `values` after each step.
+
+        values: [B, H, D] normalised (only the masked entries are read), mask: [H, D] bool.
+        """
+        x = torch.where(mask, values, torch.randn_like(values))
+        for t in reversed(range(self.n_steps)):
+            tt = torch.full((len(x),), t, device=x.device)
+            out = self.ema(x, tt)
+            x0 = (x - self.sqrt_1m_ab[t] * out) / self.sqrt_ab[t] if self.predict_epsilon else out
+            x = self.post_c0[t] * x0.clamp(-1, 1) + self.post_ct[t] * x
+            if t > 0:
+                x = x + self.post_std[t] * torch.randn_like(x)
+            x = torch.where(mask, values, x)
+        return x
+
+    def condition_mask(self, state_dim: int) -> torch.Tensor:
+        """[H, D] mask of the entries DyDiff fixes: the first state and every action."""
+        mask = torch.zeros(self.horizon, self.transition_dim, dtype=torch.bool,
+                           device=self.sqrt_ab.device)
+        mask[0, :state_dim] = True
+        mask[:, state_dim:] = True
+        return mask
+
+    def sample_states(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """States [N, H, S] (unnormalised) given s0: [N, S] and actions: [N, H, A]."""
+        n, s_dim = s0.shape
+        values = torch.zeros(n, self.horizon, self.transition_dim, device=s0.device)
+        values[:, 0, :s_dim] = s0
+        values[:, :, s_dim:] = actions
+        x = self.sample(self.norm(values), self.condition_mask(s_dim))
+        states = self.norm.unnormalize(x.clamp(-1, 1))[..., :s_dim]
+        states[:, 0] = s0  # exactly s0: normalise-unnormalise may round
+        return states
+
+
+def build_diffusion(cfg: Config, state_dim: int, action_dim: int) -> GaussianDiffusion:
+    d = state_dim + action_dim
+    if cfg.denoiser == "mlp":
+        net = MLPDenoiser(cfg.horizon, d, cfg.mlp_width, cfg.mlp_blocks)
+    else:
+        net = TemporalUnet(cfg.horizon, d, cfg.unet_dim, cfg.unet_dim_mults)
+    dm = GaussianDiffusion(net, cfg.horizon, d, cfg.n_diffusion_steps, cfg.predict_epsilon, cfg.ema_decay)
+    return dm.to(cfg.device)
+
+
+# =====================================================================================================
+# 4. Dynamics and reward models
+# =====================================================================================================
+
+
+class EnsembleLinear(nn.Module):
+    """n_members independent linear layers run as one batched matmul: x [E, B, in] -> [E, B, out]."""
+
+    def __init__(self, n_members: int, d_in: int, d_out: int):
+        super().__init__()
+        bound = 1 / math.sqrt(d_in)  # nn.Linear's default initialisation, per member
+        self.weight = nn.Parameter(torch.empty(n_members, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(n_members, 1, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class EnsembleMLP(nn.Sequential):
+    """An ensemble of MLPs with `n_layers` hidden layers; used for the dynamics ensemble, the reward
+    model (one member) and TD3's twin critics (two members)."""
+
+    def __init__(self, n_members: int, d_in: int, d_out: int, hidden: int, n_layers: int, act=nn.ReLU):
+        dims = [d_in] + [hidden] * n_layers
+        layers = []
+        for a, b in zip(dims[:-1], dims[1:]):
+            layers += [EnsembleLinear(n_members, a, b), act()]
+        super().__init__(*layers, EnsembleLinear(n_members, dims[-1], d_out))
+        self.n_members = n_members
+
+
+class EnsembleDynamics(nn.Module):
+    """Probabilistic ensemble s, a -> N(s' - s; mean, var) (MBPO; OfflineRL-Kit's layout).
+
+    Inputs are z-scored (s, a); the target is the state change. The log-variance is soft-clamped
+    between learnable bounds (initially 0.5 and -10) so it cannot run off during training.
+    """
+
+    weight_decay = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # per layer, MBPO's values
+
+    def __init__(self, state_dim: int, action_dim: int, n_members: int = 7, n_elites: int = 5,
+                 hidden: int = 200):
+        super().__init__()
+        self.state_dim = state_dim
+        self.input_norm = Normalizer(state_dim + action_dim)
+        self.net = EnsembleMLP(n_members, state_dim + action_dim, 2 * state_dim, hidden, 4, nn.SiLU)
+        self.max_logvar = nn.Parameter(torch.full((state_dim,), 0.5))
+        self.min_logvar = nn.Parameter(torch.full((state_dim,), -10.0))
+        self.register_buffer("elites", torch.arange(n_elites))
+
+    def forward(self, sa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """sa: [E, B, S + A] raw -> mean, logvar of the state change, each [E, B, S]."""
+        mean, logvar = self.net(self.input_norm(sa)).chunk(2, dim=-1)
+        logvar = self.max_logvar - F.softplus(self.max_logvar - logvar)
+        logvar = self.min_logvar + F.softplus(logvar - self.min_logvar)
+        return mean, logvar
+
+    def loss(self, sa: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Gaussian NLL + bound regulariser + per-layer weight decay; sa, delta: [E, B, .]."""
+        mean, logvar = self(sa)
+        nll = (((mean - delta) ** 2) * torch.exp(-logvar) + logvar).mean((1, 2)).sum()
+        bounds = 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
+        linears = [m for m in self.net if isinstance(m, EnsembleLinear)]
+        decay = sum(c * 0.5 * (m.weight**2).sum() for c, m in zip(self.weight_decay, linears))
+        return nll + bounds + decay
+
+    def errors(self, sa: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Holdout MSE of each member's mean: [E]."""
+        return ((self(sa)[0] - delta) ** 2).mean((1, 2))
+
+    @torch.no_grad()
+    def predict(self, states: torch.Tensor, actions: torch.Tensor, sample: bool = False) -> torch.Tensor:
+        """Next states [B, S]: each row uses one elite picked at random (its mean, as DyDiff does,
+        or a sample of its Gaussian with sample=True)."""
+        sa = torch.cat([states, actions], -1)
+        mean, logvar = self(sa.expand(self.net.n_members, *sa.shape))  # all members, one matmul
+        pick = self.elites[torch.randint(len(self.elites), (len(sa),), device=sa.device)]
+        rows = torch.arange(len(sa), device=sa.device)
+        delta = mean[pick, rows]
+        if sample:
+            delta = delta + torch.randn_like(delta) * (0.5 * logvar[pick, rows]).exp()
+        return states + delta
+
+
+class RewardModel(nn.Module):
+    """r(s, a): MLP 2x256 ReLU on z-scored inputs, trained with MSE (the authors' reward model)."""
+
+    def __init__(self, state_dim: int, action_dim: int, hidden: int = 256):
+        super().__init__()
+        self.input_norm = Normalizer(state_dim + action_dim)
+        self.net = EnsembleMLP(1, state_dim + action_dim, 1, hidden, 2)  # one member: same code path
+
+    def forward(self, sa: torch.Tensor) -> torch.Tensor:
+        """sa: [E=1, B, S + A] -> [1, B, 1]."""
+        return self.net(self.input_norm(sa))
+
+    def loss(self, sa: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return F.mse_loss(self(sa), r)
+
+    def errors(self, sa: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return ((self(sa) - r) ** 2).mean((1, 2))
+
+    @torch.no_grad()
+    def predict(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Rewards [...] for states [..., S] and actions [..., A] of any leading shape."""
+        sa = torch.cat([states, actions], -1)
+        return self(sa.reshape(1, -1, sa.shape[-1])).reshape(sa.shape[:-1])
+
+
+# =====================================================================================================
+# 5. TD3+BC
+# =====================================================================================================
+
+
+class TD3BC:
+    """TD3+BC (Fujimoto & Gu 2021), canonical: deterministic tanh actor, twin critics, target policy
+    smoothing, delayed actor updates, actor loss -lambda Q(s, pi(s)) + ||pi(s) - a||^2 with
+    lambda = alpha / mean|Q|. (The authors' DyDiff+TD3BC used a tanh-Gaussian actor instead.)
+    States are z-scored with the dataset's statistics; actions are assumed to lie in [-1, 1].
+    """
+
+    def __init__(self, state_dim: int, action_dim: int, state_norm: Normalizer, cfg: Config):
+        self.cfg, self.state_norm = cfg, state_norm.to(cfg.device)
+        self.actor = nn.Sequential(
+            nn.Linear(state_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
+            nn.Linear(256, action_dim), nn.Tanh(),
+        ).to(cfg.device)
+        # both critics in one EnsembleMLP: Q1 and Q2 in the same batched matmuls
+        self.critic = EnsembleMLP(2, state_dim + action_dim, 1, 256, 2).to(cfg.device)
+        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        # fused Adam: one kernel for all parameters instead of a Python loop over them
+        fused = {"fused": True} if torch.device(cfg.device).type in ("cpu", "cuda") else {}
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, **fused)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, **fused)
+        self.params = list(self.actor.parameters()) + list(self.critic.parameters())
+        self.target_params = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
+        self.n_updates = 0
+
+    def q(self, critic: nn.Module, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """[2, B, 1]: Q1 and Q2 of normalised states s and actions a."""
+        return critic(torch.cat([s, a], -1).expand(2, -1, -1))
+
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One TD3+BC update on raw [B, .] tensors: states, actions, rewards, next_states, dones."""
+        cfg = self.cfg
+        s, s2 = self.state_norm(batch["states"]), self.state_norm(batch["next_states"])
+        a, r, d = batch["actions"], batch["rewards"], batch["dones"]
+        with torch.no_grad():
+            noise = (torch.randn_like(a) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+            a2 = (self.actor_target(s2) + noise).clamp(-1, 1)
+            y = r + cfg.gamma * (1 - d) * self.q(self.critic_target, s2, a2).min(0).values
+        critic_loss = ((self.q(self.critic, s, a) - y) ** 2).mean(1).sum()  # MSE(Q1) + MSE(Q2)
+        self.critic_opt.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_opt.step()
+        out = {"critic_loss": critic_loss.detach()}
+        self.n_updates += 1
+        if self.n_updates % cfg.policy_freq == 0:
+            pi = self.actor(s)
+            q = self.q(self.critic, s, pi)[0]  # Q1 only (Q2 is computed in the same matmul)
+            lmbda = cfg.alpha / q.abs().mean().detach()
+            actor_loss = -lmbda * q.mean() + F.mse_loss(pi, a)
+            self.actor_opt.zero_grad(set_to_none=True)
+            actor_loss.backward()
+            self.actor_opt.step()
+            with torch.no_grad():  # target <- target + tau * (online - target), one fused call
+                torch._foreach_lerp_(self.target_params, self.params, cfg.tau)
+            out["actor_loss"] = actor_loss.detach()
+        return out
+
+    @torch.no_grad()
+    def act(self, states: torch.Tensor) -> torch.Tensor:
+        """Deterministic actions for raw states [..., S]."""
+        return self.actor(self.state_norm(states))
+
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k).state_dict() for k in
+                ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt",
+                 "state_norm")} | {
+            "n_updates": self.n_updates}
+
+    def load_state_dict(self, d: dict) -> None:
+        for k, v in d.items():
+            if k == "n_updates":
+                self.n_updates = v
+            else:
+                getattr(self, k).load_state_dict(v)
+
+
+# =====================================================================================================
+# 6. DyDiff rollout: policy injection and reward filtering
+# =====================================================================================================
+
+
+@torch.no_grad()
+def dydiff_rollout(s0: torch.Tensor, policy: Callable, dynamics: EnsembleDynamics,
+                   diffusion: GaussianDiffusion | None, horizon: int, iterations: int):
+    """Policy-consistent trajectories from start states s0: [N, S] -> states [N, H, S], actions [N, H, A].
+
+    Initial rollout (Alg. 1): a_i = pi(s_i), s_{i+1} = f(s_i, a_i) with the dynamics ensemble.
+    Then M = `iterations` rounds of policy injection: the DM resamples all states with s0 and the
+    current actions inpainted (fresh noise each round), the new states are AVERAGED with the old ones
+    (as in the authors' code), and every action is recomputed as pi(state) in one batch. So the final
+    actions equal pi(final states) exactly: the data is consistent with the learning policy.
+    """
+    states = [s0]
+    actions = []
+    for _ in range(horizon - 1):
+        actions.append(policy(states[-1]))
+        states.append(dynamics.predict(states[-1], actions[-1]))
+    actions.append(policy(states[-1]))
+    states, actions = torch.stack(states, 1), torch.stack(actions, 1)
+    for _ in range(iterations):
+        states = (states + diffusion.sample_states(s0, actions)) / 2
+        actions = policy(states)  # the policy acts on every row of every trajectory at once
+    return states, actions
+
+
+def filter_trajectories(returns: torch.Tensor, keep_ratio: float, mode: str = "hardmax",
+                        temperature: float = 0.05) -> torch.Tensor:
+    """Indices of the trajectories to keep, ranked by predicted return (Sec. 4.3).
+
+    hardmax: the top keep_ratio. softmax: keep_ratio of them sampled without replacement with
+    probability proportional to exp(z / temperature), z the standardised return, plus a tiny floor
+    so every trajectory can be drawn.
+    """
+    k = max(1, round(keep_ratio * len(returns)))
+    if mode == "hardmax":
+        return returns.topk(k).indices
+    z = (returns - returns.mean()) / (returns.std() + 1e-6)
+    p = torch.softmax(z / temperature, 0) + 1e-6
+    return torch.multinomial(p, k, replacement=False)
+
+
+@torch.no_grad()
+def synthesise(s0: torch.Tensor, policy: Callable, dynamics: EnsembleDynamics,
+               diffusion: GaussianDiffusion | None, reward_model: RewardModel, cfg: Config,
+               terminal_fn: Callable | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """One synthesis round: rollout, rewards, terminals, filtering, then transitions.
+
+    Returns the kept transitions {"states": [T, S], ...} for the synthetic buffer and statistics.
+    Each trajectory gives H - 1 transitions (s_i, a_i, r(s_i, a_i), s_{i+1}, done_i); steps after the
+    first terminal are dropped, and its return sums only the steps that remain.
+    """
+    states, actions = dydiff_rollout(s0, policy, dynamics, diffusion, cfg.horizon, cfg.iterations)
+    s, a, s2 = states[:, :-1], actions[:, :-1], states[:, 1:]
+    rewards = reward_model.predict(s, a)  # [N, H-1]
+    if terminal_fn is None:
+        dones = torch.zeros_like(rewards, dtype=torch.bool)
+    else:
+        dones = terminal_fn(s2.reshape(-1, s2.shape[-1])).reshape(rewards.shape)
+    # a step is valid while no EARLIER step was terminal (the terminal step itself is kept)
+    earlier_done = torch.cumsum(dones.int(), 1) - dones.int()
+    valid = earlier_done == 0
+    returns = (rewards * valid).sum(1)
+    keep = filter_trajectories(returns, cfg.keep_ratio, cfg.filter, cfg.temperature)
+    v = valid[keep]
+    out = {"states": s[keep][v], "actions": a[keep][v], "rewards": rewards[keep][v],
+           "next_states": s2[keep][v], "dones": dones[keep][v].float()}
+    stats = {"kept_trajectories": len(keep), "kept_transitions": int(v.sum()),
+             "return_kept": returns[keep].mean().item(), "return_all": returns.mean().item()}
+    return out, stats
+
+
+# =====================================================================================================
+# 7. Training
+# =====================================================================================================
+
+
+def _inputs(data: dict[str, np.ndarray], device: str) -> tuple[torch.Tensor, ...]:
+    t = {k: torch.as_tensor(data[k], dtype=torch.float32, device=device)
+         for k in ("observations", "actions", "rewards", "next_observations")}
+    sa = torch.cat([t["observations"], t["actions"]], 1)
+    return sa, t["next_observations"] - t["observations"], t["rewards"][:, None]
+
+
+def fit_with_holdout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config,
+                     log: Callable | None = None) -> torch.Tensor:
+    """Train `model` (an ensemble with .loss and .errors on [E, B, .]) with holdout early stopping.
+
+    Holdout: holdout_ratio of the rows, at most max_holdout. Each member trains on its own bootstrap
+    resample (when there are several). After every epoch of model_epoch_steps the mean holdout MSE is
+    checked; training stops after model_patience epochs without a 1% improvement, and the best
+    weights are restored. (MBPO keeps per-member snapshots; one snapshot is simpler and close.)
+    Returns the final holdout MSE per member, [E].
+    """
+    n_members = model.net.n_members
+    perm = torch.randperm(len(x), device=x.device)
+    n_hold = min(int(len(x) * cfg.holdout_ratio), cfg.max_holdout)
+    hold, train = perm[:n_hold], perm[n_hold:]
+    x_hold, y_hold = x[hold].expand(n_members, -1, -1), y[hold].expand(n_members, -1, -1)
+    boot = train[torch.randint(len(train), (n_members, len(train)), device=x.device)]
+    if n_members == 1:
+        boot = train[None]  # a single model sees the training rows as they are
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.model_lr)
+    best, best_state, bad = math.inf, copy.deepcopy(model.state_dict()), 0
+    for epoch in range(cfg.model_max_epochs):
+        for _ in range(cfg.model_epoch_steps):
+            pick = torch.randint(boot.shape[1], (n_members, cfg.model_batch_size), device=x.device)
+            idx = boot.gather(1, pick)  # [E, B]: each member its own batch
+            loss = model.loss(x[idx], y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        check_finite(loss, "model training")
+        with torch.no_grad():
+            errors = model.errors(x_hold, y_hold)
+        if errors.mean() < best * 0.99:
+            best, best_state, bad = errors.mean().item(), copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
+        if log:
+            log(epoch + 1, {"loss": loss.item(), "holdout_mse": errors.mean().item()})
+        if bad >= cfg.model_patience:
+            break
+    model.load_state_dict(best_state)
+    with torch.no_grad():
+        return model.errors(x_hold, y_hold)
+
+
+def train_dynamics(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
+    """Fit the ensemble on (s, a) -> s' - s; elites are the members with the lowest holdout MSE."""
+    sa, delta, _ = _inputs(data, cfg.device)
+    s_dim = delta.shape[1]
+    model = EnsembleDynamics(s_dim, sa.shape[1] - s_dim, cfg.n_members, cfg.n_elites,
+                             cfg.dynamics_hidden).to(cfg.device)
+    model.input_norm.fit_zscore(sa)
+    errors = fit_with_holdout(model, sa, delta, cfg, log)
+    model.elites.copy_(errors.argsort()[: cfg.n_elites])
+    return model, errors
+
+
+def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
+    """Fit r(s, a) with MSE on the dataset's rewards."""
+    sa, _, r = _inputs(data, cfg.device)
+    s_dim = data["observations"].shape[1]
+    model = RewardModel(s_dim, sa.shape[1] - s_dim, cfg.reward_hidden).to(cfg.device)
+    model.input_norm.fit_zscore(sa)
+    return model, fit_with_holdout(model, sa, r, cfg, log)
+
+
+def train_diffusion(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None,
+                    log_every: int = 100) -> GaussianDiffusion:
+    """Train the DM on every H-step window of [state, action] rows inside an episode."""
+    s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
+    rows = torch.as_tensor(np.concatenate([data["observations"], data["actions"]], 1),
+                           dtype=torch.float32, device=cfg.device)
+    starts = torch.as_tensor(window_starts(data["episode_ids"], cfg.horizon), device=cfg.device)
+    if len(starts) == 0:
+        raise ValueError(f"no episode is at least horizon={cfg.horizon} steps long")
+    dm = build_diffusion(cfg, s_dim, a_dim)
+    dm.norm.fit_limits(rows)
+    mask = dm.condition_mask(s_dim)
+    offsets = torch.arange(cfg.horizon, device=cfg.device)
+    opt = torch.optim.Adam(dm.denoiser.parameters(), lr=cfg.dm_lr)
+    for step in range(1, cfg.dm_steps + 1):
+        pick = starts[torch.randint(len(starts), (cfg.dm_batch_size,), device=cfg.device)]
+        x0 = dm.norm(rows[pick[:, None] + offsets])  # [B, H, S + A]
+        loss = dm.loss(x0, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        dm.update_ema()
+        if step % log_every == 0 or step == cfg.dm_steps:
+            check_finite(loss, "diffusion training")
+            if log:
+                log(step, {"loss": loss.item()})
+    return dm
+
+
+def check_finite(value: torch.Tensor, phase: str) -> None:
+    """Stop a run whose loss has become NaN or infinite, naming the phase."""
+    if not torch.isfinite(value).all():
+        raise FloatingPointError(f"the {phase} loss became {value.item()}")
+
+
+class DyDiffTrainer:
+    """The DyDiff+TD3BC loop (Alg. 1). Without models it is the plain TD3+BC baseline.
+
+    Every rollout_every updates (starting at once) synthesise() turns rollout_batch_size start
+    states drawn from the real data into filtered synthetic transitions in a FIFO buffer; every
+    batch mixes real and synthetic rows by real_ratio.
+    """
+
+    def __init__(self, cfg: Config, data: dict[str, np.ndarray], models: dict | None = None,
+                 terminal_fn: Callable | None = None):
+        self.cfg, self.models, self.terminal_fn = cfg, models, terminal_fn
+        self.real = data_to_buffer(data, cfg.device)
+        s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
+        self.synthetic = ReplayBuffer(s_dim, a_dim, cfg.synthetic_capacity, cfg.device)
+        norm = Normalizer(s_dim).fit_zscore(torch.as_tensor(data["observations"]))
+        self.agent = TD3BC(s_dim, a_dim, norm, cfg)
+        self.updates = 0
+        self.last_rollout: dict = {}
+
+    def rollout(self) -> dict:
+        """One synthesis round into the synthetic buffer; returns its statistics."""
+        m, cfg = self.models, self.cfg
+        s0 = self.real.split(self.real.sample(cfg.rollout_batch_size))["states"]
+        new, stats = synthesise(s0, self.agent.act, m["dynamics"], m["diffusion"], m["reward"], cfg,
+                                self.terminal_fn)
+        self.synthetic.add(new)
+        return stats
+
+    def step(self) -> dict:
+        """One TD3+BC update (preceded by a synthesis round when one is due)."""
+        if self.models is not None and self.updates % self.cfg.rollout_every == 0:
+            self.last_rollout = self.rollout()
+        batch = sample_mixed(self.real, self.synthetic, self.cfg.batch_size, self.cfg.real_ratio)
+        losses = self.agent.update(batch)
+        self.updates += 1
+        return losses
+
+    def train(self, until: int, evaluate: Callable[[int], dict] | None = None,
+              log: Callable[[int, dict], None] | None = None, log_every: int = 1_000) -> None:
+        """Update until `until` updates are done; evaluate(update) every eval_every updates and at
+        the end; log(update, metrics) with losses, synthetic data statistics and evaluation."""
+        while self.updates < until:
+            losses = self.step()
+            due_eval = self.updates % self.cfg.eval_every == 0 or self.updates == until
+            if self.updates % log_every == 0 or due_eval:
+                metrics = {k: v.item() for k, v in losses.items()}
+                for k, v in metrics.items():
+                    check_finite(torch.tensor(v), k.replace("_loss", ""))
+                metrics |= self.last_rollout | {"synthetic_rows": self.synthetic.size}
+                if due_eval and evaluate:
+                    metrics |= evaluate(self.updates)
+                if log:
+                    log(self.updates, metrics)
+
+    def state_dict(self) -> dict:
+        return {"agent": self.agent.state_dict(), "synthetic": self.synthetic.state_dict(),
+                "updates": self.updates, "last_rollout": self.last_rollout}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.agent.load_state_dict(d["agent"])
+        self.synthetic.load_state_dict(d["synthetic"])
+        self.updates, self.last_rollout = d["updates"], d["last_rollout"]
