@@ -585,7 +585,7 @@ def resolve_device(name: str) -> str:
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """write(tmp) then rename: a crash never leaves a half-written file where a good one was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: runs may share a cache
     write(tmp)
     os.replace(tmp, path)
 
