@@ -8,10 +8,12 @@ regenerates it locally with the recipe of the official D4RL/pointmaze datasets.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import hashlib
 import inspect
+import io
 import json
 import os
 import re
@@ -28,10 +30,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
-import gymnasium_robotics
 import minari
 import numpy as np
 import torch
+with contextlib.redirect_stderr(io.StringIO()):  # its import prints a notice about Adroit envs
+    import gymnasium_robotics
 from gymnasium_robotics.envs.maze.maps import GOAL, LARGE_MAZE, MEDIUM_MAZE, U_MAZE
 from gymnasium_robotics.envs.maze.maze_v4 import Maze
 from minari.data_collector import EpisodeBuffer
@@ -571,6 +574,11 @@ def make_config(args: argparse.Namespace, task: Task, device: str) -> dydiff.Con
     return cfg
 
 
+def smoke_size(args: argparse.Namespace, task: Task) -> int | None:
+    """--smoke generates a small maze dataset (other tasks use their data as it is)."""
+    return 20_000 if args.smoke and task.maze else None
+
+
 def resolve_device(name: str) -> str:
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -586,8 +594,11 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     """write(tmp) then rename: a crash never leaves a half-written file where a good one was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # unique: runs may share a cache
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_torch(obj: Any, path: Path) -> None:
@@ -693,13 +704,22 @@ def run_identity(args: argparse.Namespace, cfg: dydiff.Config) -> dict:
             "dataset_size": args.dataset_size, "eval_episodes": args.eval_episodes, "config": dataclasses.asdict(cfg) | {"device": None}}
 
 
-def start_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
-    """A new run folder, or the one to resume with its checkpoint (its settings replace defaults)."""
-    if not args.resume:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        run_dir = Path(args.out) / f"{args.env.replace('/', '_')}__{args.algo}__{args.seed}__{stamp}"
-        run_dir.mkdir(parents=True, exist_ok=False)
-        return run_dir, None
+def new_run_dir(args: argparse.Namespace) -> Path:
+    """runs/<env>__<algo>__<seed>__<time>/ (with a suffix if that second is taken)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(args.out) / f"{args.env.replace('/', '_')}__{args.algo}__{args.seed}__{stamp}"
+    for k in range(100):
+        run_dir = base.with_name(base.name + (f"-{k}" if k else ""))
+        try:
+            run_dir.mkdir(parents=True)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise UserError(f"cannot create a run folder next to {base}")
+
+
+def load_checkpoint(args: argparse.Namespace) -> dict:
+    """The checkpoint to resume; its settings replace the defaults in args."""
     run_dir = Path(args.resume)
     ckpt_path = run_dir / "checkpoint.pt"
     if not ckpt_path.exists():
@@ -722,22 +742,22 @@ def start_run(args: argparse.Namespace) -> tuple[Path, dict | None]:
                             f"--{name.replace('_', '-')} {given!r}")
         if name != "device":
             setattr(args, name, value)
-    return run_dir, ckpt
+    return ckpt
 
 
 def train(args: argparse.Namespace) -> None:
-    run_dir, ckpt = start_run(args)
+    ckpt = load_checkpoint(args) if args.resume else None
     task = resolve_task(args.env)
     device = resolve_device(args.device)
-    cfg = make_config(args, task, device)
+    cfg = make_config(args, task, device)  # every setting is checked before any work
+    run_dir = Path(args.resume) if args.resume else new_run_dir(args)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     times: dict[str, float] = {}
     cache = Path(args.cache)
 
     start = time.time()
-    dataset_size = args.dataset_size or (20_000 if args.smoke else None)
-    dataset = load_dataset(task, dataset_size)
+    dataset = load_dataset(task, args.dataset_size or smoke_size(args, task))
     data = load_arrays(dataset, task, cache)
     times["data"] = time.time() - start
     dataset_id = dataset.spec.dataset_id
@@ -960,7 +980,7 @@ def rollout_error(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     cfg = make_config(args, task, device)
     torch.manual_seed(args.seed)
-    dataset = load_dataset(task, args.dataset_size or (20_000 if args.smoke else None))
+    dataset = load_dataset(task, args.dataset_size or smoke_size(args, task))
     data = load_arrays(dataset, task, Path(args.cache))
     models, _ = pretrain(data, dataset.spec.dataset_id, cfg, args.seed, Path(args.cache), {})
     env = make_eval_env(dataset, task)
