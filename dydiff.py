@@ -93,11 +93,29 @@ class Config:
 
     def validate(self, state_dim: int | None = None) -> None:
         """Raise ValueError with a one-line message for settings that cannot work."""
-        for name in ("updates", "eval_every", "horizon", "rollout_batch_size", "rollout_every",
-                     "synthetic_capacity", "n_diffusion_steps", "dm_steps", "dm_batch_size",
-                     "n_members", "n_elites", "model_batch_size", "model_epoch_steps",
-                     "model_max_epochs", "batch_size", "policy_freq", "mlp_width", "unet_dim",
-                     "dynamics_hidden", "reward_hidden", "max_holdout"):
+        for name in (
+            "updates",
+            "eval_every",
+            "horizon",
+            "rollout_batch_size",
+            "rollout_every",
+            "synthetic_capacity",
+            "n_diffusion_steps",
+            "dm_steps",
+            "dm_batch_size",
+            "n_members",
+            "n_elites",
+            "model_batch_size",
+            "model_epoch_steps",
+            "model_max_epochs",
+            "batch_size",
+            "policy_freq",
+            "mlp_width",
+            "unet_dim",
+            "dynamics_hidden",
+            "reward_hidden",
+            "max_holdout",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.iterations < 0:
@@ -111,7 +129,9 @@ class Config:
         if self.horizon < 2:
             raise ValueError(f"horizon must be at least 2, got {self.horizon}")
         if self.n_elites > self.n_members:
-            raise ValueError(f"n_elites ({self.n_elites}) cannot exceed n_members ({self.n_members})")
+            raise ValueError(
+                f"n_elites ({self.n_elites}) cannot exceed n_members ({self.n_members})"
+            )
         if self.filter not in ("hardmax", "softmax"):
             raise ValueError(f"filter must be 'hardmax' or 'softmax', got {self.filter!r}")
         if self.denoiser not in ("mlp", "unet"):
@@ -119,10 +139,14 @@ class Config:
         if self.denoiser == "unet":
             down = 2 ** (len(self.unet_dim_mults) - 1)
             if self.horizon % down:
-                raise ValueError(f"horizon {self.horizon} must be divisible by {down} for a U-Net "
-                                 f"with {len(self.unet_dim_mults)} levels")
+                raise ValueError(
+                    f"horizon {self.horizon} must be divisible by {down} for a U-Net "
+                    f"with {len(self.unet_dim_mults)} levels"
+                )
             if self.unet_dim % 8:
-                raise ValueError(f"unet_dim must be a multiple of 8 (GroupNorm), got {self.unet_dim}")
+                raise ValueError(
+                    f"unet_dim must be a multiple of 8 (GroupNorm), got {self.unet_dim}"
+                )
 
 
 # =====================================================================================================
@@ -168,8 +192,13 @@ class ReplayBuffer:
     """
 
     def __init__(self, state_dim: int, action_dim: int, capacity: int, device: str):
-        self.sizes = {"states": state_dim, "actions": action_dim, "rewards": 1,
-                      "next_states": state_dim, "dones": 1}
+        self.sizes = {
+            "states": state_dim,
+            "actions": action_dim,
+            "rewards": 1,
+            "next_states": state_dim,
+            "dones": 1,
+        }
         self.rows = torch.zeros(capacity, sum(self.sizes.values()), device=device)
         self.capacity, self.size, self.pos = capacity, 0, 0
 
@@ -212,8 +241,15 @@ def data_to_buffer(data: dict[str, np.ndarray], device: str) -> ReplayBuffer:
     n, s_dim = data["observations"].shape
     buf = ReplayBuffer(s_dim, data["actions"].shape[1], n, device)
     t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in data.items() if k != "episode_ids"}
-    buf.add({"states": t["observations"], "actions": t["actions"], "rewards": t["rewards"],
-             "next_states": t["next_observations"], "dones": t["terminals"]})
+    buf.add(
+        {
+            "states": t["observations"],
+            "actions": t["actions"],
+            "rewards": t["rewards"],
+            "next_states": t["next_observations"],
+            "dones": t["terminals"],
+        }
+    )
     return buf
 
 
@@ -264,10 +300,14 @@ class MLPDenoiser(nn.Module):
         )
         self.inp = nn.Linear(horizon * transition_dim, width)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.Mish(), nn.Linear(width, width))
+            nn.Sequential(
+                nn.LayerNorm(width), nn.Linear(width, width), nn.Mish(), nn.Linear(width, width)
+            )
             for _ in range(n_blocks)
         )
-        self.out = nn.Sequential(nn.LayerNorm(width), nn.Mish(), nn.Linear(width, horizon * transition_dim))
+        self.out = nn.Sequential(
+            nn.LayerNorm(width), nn.Mish(), nn.Linear(width, horizon * transition_dim)
+        )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x: [B, H, D], t: [B] -> [B, H, D]."""
@@ -282,7 +322,9 @@ class Conv1dBlock(nn.Sequential):
     """Conv1d over time -> GroupNorm(8) -> Mish (Diffuser's building block)."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 5):
-        super().__init__(nn.Conv1d(cin, cout, kernel, padding=kernel // 2), nn.GroupNorm(8, cout), nn.Mish())
+        super().__init__(
+            nn.Conv1d(cin, cout, kernel, padding=kernel // 2), nn.GroupNorm(8, cout), nn.Mish()
+        )
 
 
 class ResidualTemporalBlock(nn.Module):
@@ -317,21 +359,25 @@ class TemporalUnet(nn.Module):
         )
         last = len(in_out) - 1
         self.downs = nn.ModuleList(
-            nn.ModuleList([
-                ResidualTemporalBlock(cin, cout, dim),
-                ResidualTemporalBlock(cout, cout, dim),
-                nn.Conv1d(cout, cout, 3, stride=2, padding=1) if i < last else nn.Identity(),
-            ])
+            nn.ModuleList(
+                [
+                    ResidualTemporalBlock(cin, cout, dim),
+                    ResidualTemporalBlock(cout, cout, dim),
+                    nn.Conv1d(cout, cout, 3, stride=2, padding=1) if i < last else nn.Identity(),
+                ]
+            )
             for i, (cin, cout) in enumerate(in_out)
         )
         self.mid1 = ResidualTemporalBlock(dims[-1], dims[-1], dim)
         self.mid2 = ResidualTemporalBlock(dims[-1], dims[-1], dim)
         self.ups = nn.ModuleList(
-            nn.ModuleList([
-                ResidualTemporalBlock(cout * 2, cin, dim),
-                ResidualTemporalBlock(cin, cin, dim),
-                nn.ConvTranspose1d(cin, cin, 4, stride=2, padding=1),
-            ])
+            nn.ModuleList(
+                [
+                    ResidualTemporalBlock(cout * 2, cin, dim),
+                    ResidualTemporalBlock(cin, cin, dim),
+                    nn.ConvTranspose1d(cin, cin, 4, stride=2, padding=1),
+                ]
+            )
             for cin, cout in reversed(in_out[1:])
         )
         self.final = nn.Sequential(Conv1dBlock(dim, dim), nn.Conv1d(dim, transition_dim, 1))
@@ -370,8 +416,15 @@ class GaussianDiffusion(nn.Module):
     step, so the model learns p(s_1..s_{H-1} | s_0, a_0..a_{H-1}).
     """
 
-    def __init__(self, denoiser: nn.Module, horizon: int, transition_dim: int, n_steps: int = 20,
-                 predict_epsilon: bool = False, ema_decay: float = 0.995):
+    def __init__(
+        self,
+        denoiser: nn.Module,
+        horizon: int,
+        transition_dim: int,
+        n_steps: int = 20,
+        predict_epsilon: bool = False,
+        ema_decay: float = 0.995,
+    ):
         super().__init__()
         self.denoiser = denoiser
         self.ema = copy.deepcopy(denoiser).requires_grad_(False)  # the sampler uses this copy
@@ -400,8 +453,9 @@ class GaussianDiffusion(nn.Module):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        torch._foreach_lerp_(list(self.ema.parameters()), list(self.denoiser.parameters()),
-                             1 - self.ema_decay)
+        torch._foreach_lerp_(
+            list(self.ema.parameters()), list(self.denoiser.parameters()), 1 - self.ema_decay
+        )
 
     @torch.no_grad()
     def sample(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -422,8 +476,9 @@ class GaussianDiffusion(nn.Module):
 
     def condition_mask(self, state_dim: int) -> torch.Tensor:
         """[H, D] mask of the entries DyDiff fixes: the first state and every action."""
-        mask = torch.zeros(self.horizon, self.transition_dim, dtype=torch.bool,
-                           device=self.sqrt_ab.device)
+        mask = torch.zeros(
+            self.horizon, self.transition_dim, dtype=torch.bool, device=self.sqrt_ab.device
+        )
         mask[0, :state_dim] = True
         mask[:, state_dim:] = True
         return mask
@@ -446,7 +501,9 @@ def build_diffusion(cfg: Config, state_dim: int, action_dim: int) -> GaussianDif
         net = MLPDenoiser(cfg.horizon, d, cfg.mlp_width, cfg.mlp_blocks)
     else:
         net = TemporalUnet(cfg.horizon, d, cfg.unet_dim, cfg.unet_dim_mults)
-    dm = GaussianDiffusion(net, cfg.horizon, d, cfg.n_diffusion_steps, cfg.predict_epsilon, cfg.ema_decay)
+    dm = GaussianDiffusion(
+        net, cfg.horizon, d, cfg.n_diffusion_steps, cfg.predict_epsilon, cfg.ema_decay
+    )
     return dm.to(cfg.device)
 
 
@@ -472,7 +529,9 @@ class EnsembleMLP(nn.Sequential):
     """An ensemble of MLPs with `n_layers` hidden layers; used for the dynamics ensemble, the reward
     model (one member) and TD3's twin critics (two members)."""
 
-    def __init__(self, n_members: int, d_in: int, d_out: int, hidden: int, n_layers: int, act=nn.ReLU):
+    def __init__(
+        self, n_members: int, d_in: int, d_out: int, hidden: int, n_layers: int, act=nn.ReLU
+    ):
         dims = [d_in] + [hidden] * n_layers
         layers = []
         for a, b in zip(dims[:-1], dims[1:]):
@@ -499,8 +558,14 @@ class EnsembleDynamics(nn.Module):
 
     weight_decay = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # per layer, MBPO's values
 
-    def __init__(self, state_dim: int, action_dim: int, n_members: int = 7, n_elites: int = 5,
-                 hidden: int = 200):
+    def __init__(
+        self,
+        state_dim: int,
+        action_dim: int,
+        n_members: int = 7,
+        n_elites: int = 5,
+        hidden: int = 200,
+    ):
         super().__init__()
         self.state_dim = state_dim
         self.input_norm = Normalizer(state_dim + action_dim)
@@ -530,7 +595,9 @@ class EnsembleDynamics(nn.Module):
         return ((self(sa)[0] - delta) ** 2).mean((1, 2))
 
     @torch.no_grad()
-    def predict(self, states: torch.Tensor, actions: torch.Tensor, sample: bool = False) -> torch.Tensor:
+    def predict(
+        self, states: torch.Tensor, actions: torch.Tensor, sample: bool = False
+    ) -> torch.Tensor:
         """Next states [B, S]: each row uses one elite picked at random (its mean, as DyDiff does,
         or a sample of its Gaussian with sample=True)."""
         sa = torch.cat([states, actions], -1)
@@ -549,7 +616,9 @@ class RewardModel(nn.Module):
     def __init__(self, state_dim: int, action_dim: int, hidden: int = 256):
         super().__init__()
         self.input_norm = Normalizer(state_dim + action_dim)
-        self.net = EnsembleMLP(1, state_dim + action_dim, 1, hidden, 2)  # one member: same code path
+        self.net = EnsembleMLP(
+            1, state_dim + action_dim, 1, hidden, 2
+        )  # one member: same code path
 
     def forward(self, sa: torch.Tensor) -> torch.Tensor:
         """sa: [E=1, B, S + A] -> [1, B, 1]."""
@@ -583,8 +652,12 @@ class TD3BC:
     def __init__(self, state_dim: int, action_dim: int, state_norm: Normalizer, cfg: Config):
         self.cfg, self.state_norm = cfg, state_norm.to(cfg.device)
         self.actor = nn.Sequential(
-            nn.Linear(state_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-            nn.Linear(256, action_dim), nn.Tanh(),
+            nn.Linear(state_dim, 256),
+            nn.ReLU(),
+            nn.Linear(256, 256),
+            nn.ReLU(),
+            nn.Linear(256, action_dim),
+            nn.Tanh(),
         ).to(cfg.device)
         # both critics in one EnsembleMLP: Q1 and Q2 in the same batched matmuls
         self.critic = EnsembleMLP(2, state_dim + action_dim, 1, 256, 2).to(cfg.device)
@@ -595,7 +668,9 @@ class TD3BC:
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, **fused)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, **fused)
         self.params = list(self.actor.parameters()) + list(self.critic.parameters())
-        self.target_params = list(self.actor_target.parameters()) + list(self.critic_target.parameters())
+        self.target_params = list(self.actor_target.parameters()) + list(
+            self.critic_target.parameters()
+        )
         self.n_updates = 0
 
     def q(self, critic: nn.Module, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -638,10 +713,18 @@ class TD3BC:
         return self.actor(self.state_norm(states))
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k).state_dict() for k in
-                ("actor", "critic", "actor_target", "critic_target", "actor_opt", "critic_opt",
-                 "state_norm")} | {
-            "n_updates": self.n_updates}
+        return {
+            k: getattr(self, k).state_dict()
+            for k in (
+                "actor",
+                "critic",
+                "actor_target",
+                "critic_target",
+                "actor_opt",
+                "critic_opt",
+                "state_norm",
+            )
+        } | {"n_updates": self.n_updates}
 
     def load_state_dict(self, d: dict) -> None:
         for k, v in d.items():
@@ -657,8 +740,14 @@ class TD3BC:
 
 
 @torch.no_grad()
-def dydiff_rollout(s0: torch.Tensor, policy: Callable, dynamics: EnsembleDynamics,
-                   diffusion: GaussianDiffusion | None, horizon: int, iterations: int):
+def dydiff_rollout(
+    s0: torch.Tensor,
+    policy: Callable,
+    dynamics: EnsembleDynamics,
+    diffusion: GaussianDiffusion | None,
+    horizon: int,
+    iterations: int,
+):
     """Policy-consistent trajectories from start states s0: [N, S] -> states [N, H, S], actions [N, H, A].
 
     Initial rollout (Alg. 1): a_i = pi(s_i), s_{i+1} = f(s_i, a_i) with the dynamics ensemble.
@@ -680,8 +769,9 @@ def dydiff_rollout(s0: torch.Tensor, policy: Callable, dynamics: EnsembleDynamic
     return states, actions
 
 
-def filter_trajectories(returns: torch.Tensor, keep_ratio: float, mode: str = "hardmax",
-                        temperature: float = 0.05) -> torch.Tensor:
+def filter_trajectories(
+    returns: torch.Tensor, keep_ratio: float, mode: str = "hardmax", temperature: float = 0.05
+) -> torch.Tensor:
     """Indices of the trajectories to keep, ranked by predicted return (Sec. 4.3).
 
     hardmax: the top keep_ratio. softmax: keep_ratio of them sampled without replacement with
@@ -699,9 +789,15 @@ def filter_trajectories(returns: torch.Tensor, keep_ratio: float, mode: str = "h
 
 
 @torch.no_grad()
-def synthesise(s0: torch.Tensor, policy: Callable, dynamics: EnsembleDynamics,
-               diffusion: GaussianDiffusion | None, reward_model: RewardModel, cfg: Config,
-               terminal_fn: Callable | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+def synthesise(
+    s0: torch.Tensor,
+    policy: Callable,
+    dynamics: EnsembleDynamics,
+    diffusion: GaussianDiffusion | None,
+    reward_model: RewardModel,
+    cfg: Config,
+    terminal_fn: Callable | None = None,
+) -> tuple[dict[str, torch.Tensor], dict]:
     """One synthesis round: rollout, rewards, terminals, filtering, then transitions.
 
     Returns the kept transitions {"states": [T, S], ...} for the synthetic buffer and statistics.
@@ -721,10 +817,19 @@ def synthesise(s0: torch.Tensor, policy: Callable, dynamics: EnsembleDynamics,
     returns = (rewards * valid).sum(1)
     keep = filter_trajectories(returns, cfg.keep_ratio, cfg.filter, cfg.temperature)
     v = valid[keep]
-    out = {"states": s[keep][v], "actions": a[keep][v], "rewards": rewards[keep][v],
-           "next_states": s2[keep][v], "dones": dones[keep][v].float()}
-    stats = {"kept_trajectories": len(keep), "kept_transitions": int(v.sum()),
-             "return_kept": returns[keep].mean().item(), "return_all": returns.mean().item()}
+    out = {
+        "states": s[keep][v],
+        "actions": a[keep][v],
+        "rewards": rewards[keep][v],
+        "next_states": s2[keep][v],
+        "dones": dones[keep][v].float(),
+    }
+    stats = {
+        "kept_trajectories": len(keep),
+        "kept_transitions": int(v.sum()),
+        "return_kept": returns[keep].mean().item(),
+        "return_all": returns.mean().item(),
+    }
     return out, stats
 
 
@@ -734,14 +839,17 @@ def synthesise(s0: torch.Tensor, policy: Callable, dynamics: EnsembleDynamics,
 
 
 def _inputs(data: dict[str, np.ndarray], device: str) -> tuple[torch.Tensor, ...]:
-    t = {k: torch.as_tensor(data[k], dtype=torch.float32, device=device)
-         for k in ("observations", "actions", "rewards", "next_observations")}
+    t = {
+        k: torch.as_tensor(data[k], dtype=torch.float32, device=device)
+        for k in ("observations", "actions", "rewards", "next_observations")
+    }
     sa = torch.cat([t["observations"], t["actions"]], 1)
     return sa, t["next_observations"] - t["observations"], t["rewards"][:, None]
 
 
-def fit_with_holdout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config,
-                     log: Callable | None = None) -> torch.Tensor:
+def fit_with_holdout(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config, log: Callable | None = None
+) -> torch.Tensor:
     """Train `model` (an ensemble with .loss and .errors on [E, B, .]) with holdout early stopping.
 
     Holdout: holdout_ratio of the rows, at most max_holdout. Each member trains on its own bootstrap
@@ -790,8 +898,9 @@ def train_dynamics(data: dict[str, np.ndarray], cfg: Config, log: Callable | Non
     """Fit the ensemble on (s, a) -> s' - s; elites are the members with the lowest holdout MSE."""
     sa, delta, _ = _inputs(data, cfg.device)
     s_dim = delta.shape[1]
-    model = EnsembleDynamics(s_dim, sa.shape[1] - s_dim, cfg.n_members, cfg.n_elites,
-                             cfg.dynamics_hidden).to(cfg.device)
+    model = EnsembleDynamics(
+        s_dim, sa.shape[1] - s_dim, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden
+    ).to(cfg.device)
     model.input_norm.fit_zscore(sa)
     errors = fit_with_holdout(model, sa, delta, cfg, log)
     model.elites.copy_(errors.argsort()[: cfg.n_elites])
@@ -807,12 +916,16 @@ def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable |
     return model, fit_with_holdout(model, sa, r, cfg, log)
 
 
-def train_diffusion(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None,
-                    log_every: int = 100) -> GaussianDiffusion:
+def train_diffusion(
+    data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None, log_every: int = 100
+) -> GaussianDiffusion:
     """Train the DM on every H-step window of [state, action] rows inside an episode."""
     s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-    rows = torch.as_tensor(np.concatenate([data["observations"], data["actions"]], 1),
-                           dtype=torch.float32, device=cfg.device)
+    rows = torch.as_tensor(
+        np.concatenate([data["observations"], data["actions"]], 1),
+        dtype=torch.float32,
+        device=cfg.device,
+    )
     starts = torch.as_tensor(window_starts(data["episode_ids"], cfg.horizon), device=cfg.device)
     if len(starts) == 0:
         raise ValueError(f"no episode is at least horizon={cfg.horizon} steps long")
@@ -850,8 +963,13 @@ class DyDiffTrainer:
     batch mixes real and synthetic rows by real_ratio.
     """
 
-    def __init__(self, cfg: Config, data: dict[str, np.ndarray], models: dict | None = None,
-                 terminal_fn: Callable | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        data: dict[str, np.ndarray],
+        models: dict | None = None,
+        terminal_fn: Callable | None = None,
+    ):
         self.cfg, self.models, self.terminal_fn = cfg, models, terminal_fn
         self.real = data_to_buffer(data, cfg.device)
         s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
@@ -865,8 +983,9 @@ class DyDiffTrainer:
         """One synthesis round into the synthetic buffer; returns its statistics."""
         m, cfg = self.models, self.cfg
         s0 = self.real.split(self.real.sample(cfg.rollout_batch_size))["states"]
-        new, stats = synthesise(s0, self.agent.act, m["dynamics"], m["diffusion"], m["reward"], cfg,
-                                self.terminal_fn)
+        new, stats = synthesise(
+            s0, self.agent.act, m["dynamics"], m["diffusion"], m["reward"], cfg, self.terminal_fn
+        )
         self.synthetic.add(new)
         return stats
 
@@ -879,8 +998,13 @@ class DyDiffTrainer:
         self.updates += 1
         return losses
 
-    def train(self, until: int, evaluate: Callable[[int], dict] | None = None,
-              log: Callable[[int, dict], None] | None = None, log_every: int = 1_000) -> None:
+    def train(
+        self,
+        until: int,
+        evaluate: Callable[[int], dict] | None = None,
+        log: Callable[[int, dict], None] | None = None,
+        log_every: int = 1_000,
+    ) -> None:
         """Update until `until` updates are done; evaluate(update) every eval_every updates and at
         the end; log(update, metrics) with losses, synthetic data statistics and evaluation."""
         while self.updates < until:
@@ -897,8 +1021,12 @@ class DyDiffTrainer:
                     log(self.updates, metrics)
 
     def state_dict(self) -> dict:
-        return {"agent": self.agent.state_dict(), "synthetic": self.synthetic.state_dict(),
-                "updates": self.updates, "last_rollout": self.last_rollout}
+        return {
+            "agent": self.agent.state_dict(),
+            "synthetic": self.synthetic.state_dict(),
+            "updates": self.updates,
+            "last_rollout": self.last_rollout,
+        }
 
     def load_state_dict(self, d: dict) -> None:
         self.agent.load_state_dict(d["agent"])

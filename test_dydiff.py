@@ -42,11 +42,29 @@ def seed():
 
 def tiny_cfg(**kw) -> D.Config:
     base = dict(
-        updates=10, eval_every=10, horizon=8, iterations=1, rollout_batch_size=16, rollout_every=4,
-        synthetic_capacity=500, n_diffusion_steps=10, mlp_width=64, mlp_blocks=2, unet_dim=8,
-        unet_dim_mults=(1, 2), dm_steps=5, dm_batch_size=16, ema_decay=0.9, n_members=3, n_elites=2,
-        dynamics_hidden=32, reward_hidden=32, model_batch_size=32, model_epoch_steps=5,
-        model_max_epochs=2, batch_size=32,
+        updates=10,
+        eval_every=10,
+        horizon=8,
+        iterations=1,
+        rollout_batch_size=16,
+        rollout_every=4,
+        synthetic_capacity=500,
+        n_diffusion_steps=10,
+        mlp_width=64,
+        mlp_blocks=2,
+        unet_dim=8,
+        unet_dim_mults=(1, 2),
+        dm_steps=5,
+        dm_batch_size=16,
+        ema_decay=0.9,
+        n_members=3,
+        n_elites=2,
+        dynamics_hidden=32,
+        reward_hidden=32,
+        model_batch_size=32,
+        model_epoch_steps=5,
+        model_max_epochs=2,
+        batch_size=32,
     )
     base.update(kw)
     cfg = D.Config(**base)
@@ -67,9 +85,12 @@ def linear_data(n_episodes=20, ep_len=40, noise=0.01, seed=0, terminal_every=Non
             s = s2
     obs, act, nxt = (np.asarray(x, np.float32) for x in (obs, act, nxt))
     return {
-        "observations": obs, "actions": act, "next_observations": nxt,
+        "observations": obs,
+        "actions": act,
+        "next_observations": nxt,
         "rewards": -np.linalg.norm(nxt, axis=1).astype(np.float32),
-        "terminals": np.zeros(len(obs), np.float32), "episode_ids": np.asarray(ids, np.int64),
+        "terminals": np.zeros(len(obs), np.float32),
+        "episode_ids": np.asarray(ids, np.int64),
     }
 
 
@@ -106,8 +127,9 @@ def random_mask(h: int, d: int) -> torch.Tensor:
 @pytest.mark.parametrize("predict_epsilon", [False, True])
 def test_training_inputs_are_inpainted(kind, predict_epsilon):
     h, d = 8, 3
-    dm = D.GaussianDiffusion(Recorder(make_denoiser(kind, h, d)), h, d, n_steps=10,
-                             predict_epsilon=predict_epsilon)
+    dm = D.GaussianDiffusion(
+        Recorder(make_denoiser(kind, h, d)), h, d, n_steps=10, predict_epsilon=predict_epsilon
+    )
     x0 = torch.rand(32, h, d) * 2 - 1
     for mask in (random_mask(h, d), dm.condition_mask(S_DIM)):
         dm.denoiser.inputs.clear()
@@ -139,8 +161,9 @@ def test_loss_ignores_fixed_entries():
 @pytest.mark.parametrize("predict_epsilon", [False, True])
 def test_samples_are_inpainted(kind, predict_epsilon):
     h, d = 8, 3
-    dm = D.GaussianDiffusion(Recorder(make_denoiser(kind, h, d)), h, d, n_steps=10,
-                             predict_epsilon=predict_epsilon)
+    dm = D.GaussianDiffusion(
+        Recorder(make_denoiser(kind, h, d)), h, d, n_steps=10, predict_epsilon=predict_epsilon
+    )
     values = torch.randn(16, h, d) * 0.7
     for mask in (random_mask(h, d), dm.condition_mask(S_DIM)):
         dm.ema.inputs.clear()
@@ -188,8 +211,16 @@ def one_step_error(states: torch.Tensor, actions: torch.Tensor) -> float:
 
 def test_diffusion_learns_linear_dynamics():
     data = linear_data(n_episodes=16, ep_len=40, noise=0.01)
-    cfg = tiny_cfg(horizon=8, mlp_width=128, mlp_blocks=2, n_diffusion_steps=10, dm_steps=300,
-                   dm_batch_size=64, dm_lr=2e-3, ema_decay=0.9)
+    cfg = tiny_cfg(
+        horizon=8,
+        mlp_width=128,
+        mlp_blocks=2,
+        n_diffusion_steps=10,
+        dm_steps=300,
+        dm_batch_size=64,
+        dm_lr=2e-3,
+        ema_decay=0.9,
+    )
     trained = D.train_diffusion(data, cfg)
     untrained = D.build_diffusion(cfg, S_DIM, A_DIM)
     untrained.norm.load_state_dict(trained.norm.state_dict())  # same scale, no learning
@@ -210,8 +241,15 @@ def test_diffusion_learns_linear_dynamics():
 @pytest.fixture
 def fitted_dynamics():
     data = linear_data(n_episodes=20, ep_len=40, noise=0.01)
-    cfg = tiny_cfg(n_members=4, n_elites=2, dynamics_hidden=32, model_batch_size=64,
-                   model_epoch_steps=100, model_max_epochs=4, model_lr=3e-3)
+    cfg = tiny_cfg(
+        n_members=4,
+        n_elites=2,
+        dynamics_hidden=32,
+        model_batch_size=64,
+        model_epoch_steps=100,
+        model_max_epochs=4,
+        model_lr=3e-3,
+    )
     model, errors = D.train_dynamics(data, cfg)
     return data, cfg, model, errors
 
@@ -265,7 +303,9 @@ def test_holdout_early_stopping_restores_best_weights():
     model.input_norm.fit_zscore(sa)
     logged = []
     torch.manual_seed(1)
-    errors = D.fit_with_holdout(model, sa, delta, cfg, log=lambda e, m: logged.append(m["holdout_mse"]))
+    errors = D.fit_with_holdout(
+        model, sa, delta, cfg, log=lambda e, m: logged.append(m["holdout_mse"])
+    )
     assert 1 <= len(logged) <= cfg.model_max_epochs
     # the restored weights are the best epoch's (or the initial ones): never worse than every epoch
     assert errors.mean().item() <= min(logged) + 1e-6
@@ -280,9 +320,13 @@ def one_step_batch(n=256):
     """Every state appears with a = +0.5 (reward 1) and a = -0.5 (reward 0); every step is terminal."""
     s = torch.randn(n, 2)
     a = torch.cat([torch.full((n, 1), 0.5), torch.full((n, 1), -0.5)])
-    return {"states": torch.cat([s, s]), "actions": a,
-            "rewards": torch.cat([torch.ones(n, 1), torch.zeros(n, 1)]),
-            "next_states": torch.randn(2 * n, 2), "dones": torch.ones(2 * n, 1)}
+    return {
+        "states": torch.cat([s, s]),
+        "actions": a,
+        "rewards": torch.cat([torch.ones(n, 1), torch.zeros(n, 1)]),
+        "next_states": torch.randn(2 * n, 2),
+        "dones": torch.ones(2 * n, 1),
+    }
 
 
 def train_td3bc(alpha: float, updates: int = 300):
@@ -482,8 +526,15 @@ def test_synthesise_stops_at_terminals():
     def terminal_fn(s):
         return s[:, 0] >= threshold
 
-    out, stats = D.synthesise(s0, lambda s: torch.zeros(*s.shape[:-1], 1), CounterDynamics(), None,
-                              StateReward(), cfg, terminal_fn)
+    out, stats = D.synthesise(
+        s0,
+        lambda s: torch.zeros(*s.shape[:-1], 1),
+        CounterDynamics(),
+        None,
+        StateReward(),
+        cfg,
+        terminal_fn,
+    )
     returns, total = [], 0
     for j in range(n):
         expected_steps, expected_dones = [], []  # by hand: emit until (and including) a terminal
@@ -512,8 +563,9 @@ def test_synthesise_without_terminal_fn_emits_all_and_filters():
     cfg = tiny_cfg(horizon=6, iterations=0, keep_ratio=0.5)
     n = 10
     s0 = torch.stack([torch.randn(n), torch.arange(n, dtype=torch.float32)], 1)
-    out, stats = D.synthesise(s0, lambda s: torch.zeros(*s.shape[:-1], 1), CounterDynamics(), None,
-                              StateReward(), cfg)
+    out, stats = D.synthesise(
+        s0, lambda s: torch.zeros(*s.shape[:-1], 1), CounterDynamics(), None, StateReward(), cfg
+    )
     assert stats["kept_trajectories"] == 5
     assert len(out["states"]) == 5 * (cfg.horizon - 1)
     assert (out["dones"] == 0).all()
@@ -549,8 +601,13 @@ def test_window_starts_short_data():
 def rows_with_reward(values, s_dim=2, a_dim=1):
     r = torch.as_tensor(values, dtype=torch.float32)
     n = len(r)
-    return {"states": torch.randn(n, s_dim), "actions": torch.randn(n, a_dim), "rewards": r,
-            "next_states": torch.randn(n, s_dim), "dones": torch.zeros(n)}
+    return {
+        "states": torch.randn(n, s_dim),
+        "actions": torch.randn(n, a_dim),
+        "rewards": r,
+        "next_states": torch.randn(n, s_dim),
+        "dones": torch.zeros(n),
+    }
 
 
 def test_replay_buffer_fifo():
@@ -559,7 +616,9 @@ def test_replay_buffer_fifo():
     buf.add(first)
     assert buf.size == 7
     got = buf.split(buf.rows[: buf.size])
-    assert torch.equal(got["states"], first["states"]) and torch.equal(got["actions"], first["actions"])
+    assert torch.equal(got["states"], first["states"]) and torch.equal(
+        got["actions"], first["actions"]
+    )
     buf.add(rows_with_reward(range(7, 13)))
     assert buf.size == 10
     assert sorted(buf.split(buf.rows)["rewards"][:, 0].tolist()) == list(range(3, 13))
@@ -628,32 +687,72 @@ def test_default_config_is_valid():
     D.Config(denoiser="unet").validate()
 
 
-@pytest.mark.parametrize("changes", [
-    dict(denoiser="unet", horizon=30, unet_dim_mults=(1, 2, 4)),  # 30 % 4
-    dict(denoiser="unet", horizon=6, unet_dim_mults=(1, 2, 4, 8)),
-    dict(keep_ratio=0.0), dict(keep_ratio=1.5), dict(keep_ratio=-0.2),
-    dict(real_ratio=-0.1), dict(real_ratio=1.1),
-    dict(horizon=1), dict(iterations=-1), dict(n_elites=8, n_members=7),
-    dict(filter="topk"), dict(denoiser="transformer"), dict(denoiser="unet", unet_dim=12),
-] + [{name: value} for name in (
-    "updates", "eval_every", "horizon", "rollout_batch_size", "rollout_every", "synthetic_capacity",
-    "n_diffusion_steps", "dm_steps", "dm_batch_size", "n_members", "n_elites", "model_batch_size",
-    "model_epoch_steps", "model_max_epochs", "batch_size", "policy_freq", "mlp_width", "unet_dim",
-) for value in (0, -3)])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(denoiser="unet", horizon=30, unet_dim_mults=(1, 2, 4)),  # 30 % 4
+        dict(denoiser="unet", horizon=6, unet_dim_mults=(1, 2, 4, 8)),
+        dict(keep_ratio=0.0),
+        dict(keep_ratio=1.5),
+        dict(keep_ratio=-0.2),
+        dict(real_ratio=-0.1),
+        dict(real_ratio=1.1),
+        dict(horizon=1),
+        dict(iterations=-1),
+        dict(n_elites=8, n_members=7),
+        dict(filter="topk"),
+        dict(denoiser="transformer"),
+        dict(denoiser="unet", unet_dim=12),
+    ]
+    + [
+        {name: value}
+        for name in (
+            "updates",
+            "eval_every",
+            "horizon",
+            "rollout_batch_size",
+            "rollout_every",
+            "synthetic_capacity",
+            "n_diffusion_steps",
+            "dm_steps",
+            "dm_batch_size",
+            "n_members",
+            "n_elites",
+            "model_batch_size",
+            "model_epoch_steps",
+            "model_max_epochs",
+            "batch_size",
+            "policy_freq",
+            "mlp_width",
+            "unet_dim",
+        )
+        for value in (0, -3)
+    ],
+)
 def test_config_validate_rejects(changes):
     with pytest.raises(ValueError):
         D.Config(**changes).validate()
 
 
-@pytest.mark.parametrize("changes", [dict(keep_ratio=1.0), dict(real_ratio=0.0), dict(real_ratio=1.0),
-                                     dict(iterations=0), dict(horizon=2),
-                                     dict(denoiser="unet", horizon=8, unet_dim_mults=(1, 2, 4, 8))])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(keep_ratio=1.0),
+        dict(real_ratio=0.0),
+        dict(real_ratio=1.0),
+        dict(iterations=0),
+        dict(horizon=2),
+        dict(denoiser="unet", horizon=8, unet_dim_mults=(1, 2, 4, 8)),
+    ],
+)
 def test_config_validate_accepts_edges(changes):
     D.Config(**changes).validate()
 
 
-@pytest.mark.parametrize("changes", [dict(dynamics_hidden=0), dict(reward_hidden=0),
-                                     dict(max_holdout=0), dict(holdout_ratio=0.0)])
+@pytest.mark.parametrize(
+    "changes",
+    [dict(dynamics_hidden=0), dict(reward_hidden=0), dict(max_holdout=0), dict(holdout_ratio=0.0)],
+)
 def test_config_validate_rejects_model_sizes(changes):
     with pytest.raises(ValueError):
         D.Config(**changes).validate()
@@ -676,15 +775,29 @@ def short_run(seed: int):
     np.random.seed(seed)
     data = linear_data(n_episodes=6, ep_len=20)
     data["terminals"][19::20] = 1  # episode ends are terminal
-    cfg = tiny_cfg(rollout_every=3, rollout_batch_size=8, iterations=1, keep_ratio=0.5,
-                   filter="softmax", batch_size=16, dm_steps=3, model_epoch_steps=3, model_max_epochs=1)
-    models = {"dynamics": D.train_dynamics(data, cfg)[0], "reward": D.train_reward_model(data, cfg)[0],
-              "diffusion": D.train_diffusion(data, cfg)}
+    cfg = tiny_cfg(
+        rollout_every=3,
+        rollout_batch_size=8,
+        iterations=1,
+        keep_ratio=0.5,
+        filter="softmax",
+        batch_size=16,
+        dm_steps=3,
+        model_epoch_steps=3,
+        model_max_epochs=1,
+    )
+    models = {
+        "dynamics": D.train_dynamics(data, cfg)[0],
+        "reward": D.train_reward_model(data, cfg)[0],
+        "diffusion": D.train_diffusion(data, cfg),
+    }
     trainer = D.DyDiffTrainer(cfg, data, models, terminal_fn=lambda s: s[:, 0].abs() > 1.5)
     logs = []
     trainer.train(7, log=lambda u, m: logs.append((u, m)), log_every=1)
-    params = torch.cat([p.flatten() for p in trainer.agent.actor.parameters()] +
-                       [p.flatten() for p in trainer.agent.critic.parameters()])
+    params = torch.cat(
+        [p.flatten() for p in trainer.agent.actor.parameters()]
+        + [p.flatten() for p in trainer.agent.critic.parameters()]
+    )
     return logs, params, trainer.synthetic.state_dict()["rows"]
 
 
@@ -736,10 +849,17 @@ assert not any(m.split(".")[0] in BLOCKED for m in sys.modules)
 dydiff.Config().validate()
 print("ok")
 """
-    res = subprocess.run([sys.executable, "-c", code], cwd=HERE, capture_output=True, text=True,
-                         timeout=60, env={**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"})
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(HERE), "OMP_NUM_THREADS": "1"},
+    )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
 
 # ------------------------------------------------------------------------------------------------
 # train_offline.py: tasks, datasets, termination rules, evaluation (MINARI_DATASETS_PATH is
@@ -873,6 +993,7 @@ def test_missing_mujoco_dataset_is_a_user_error(datasets_path, monkeypatch):
         T.load_dataset(T.TASKS["hopper-medium"], log=lambda m: None)
     assert time.time() - start < 5
 
+
 # ------------------------------------------------------------------------------------------------
 # train_offline.py: the command line end to end, bad input, resume, atomic writes
 # ------------------------------------------------------------------------------------------------
@@ -896,7 +1017,9 @@ def run_main(workdir, *argv):
     import train_offline
 
     try:
-        train_offline.main([*argv, "--out", str(workdir / "runs"), "--cache", str(workdir / "cache")])
+        train_offline.main(
+            [*argv, "--out", str(workdir / "runs"), "--cache", str(workdir / "cache")]
+        )
     except SystemExit as e:
         return e.code
     return 0
@@ -915,15 +1038,32 @@ def test_smoke_cli_end_to_end(workdir):
     """The real command line, in a subprocess: every phase, every file, a score in the metrics."""
     env = dict(os.environ, MINARI_DATASETS_PATH=str(workdir / "datasets"))
     out = subprocess.run(
-        [sys.executable, "train_offline.py", "--smoke", "--out", str(workdir / "runs"),
-         "--cache", str(workdir / "cache")],
-        cwd=HERE, env=env, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "train_offline.py",
+            "--smoke",
+            "--out",
+            str(workdir / "runs"),
+            "--cache",
+            str(workdir / "cache"),
+        ],
+        cwd=HERE,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "SMOKE RUN" in out.stdout and "final normalised score" in out.stdout
     (run,) = run_dirs(workdir, "dydiff")
-    for name in ("config.json", "metrics.csv", "summary.json", "checkpoint.pt",
-                 "learning_curve.png", "trajectories.png"):
+    for name in (
+        "config.json",
+        "metrics.csv",
+        "summary.json",
+        "checkpoint.pt",
+        "learning_curve.png",
+        "trajectories.png",
+    ):
         assert (run / name).stat().st_size > 0, name
     rows = read_metrics(run)
     scored = [r for r in rows if r["score"]]
@@ -949,15 +1089,18 @@ def test_second_run_reuses_cached_models(workdir, capsys):
         assert f"{name}: loaded from cache" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--env", "nope"], "unknown env 'nope'; known: maze2d-umaze"),
-    (["--denoiser", "unet", "--horizon", "30"], "horizon 30 must be divisible by 4"),
-    (["--keep-ratio", "0"], "keep_ratio must be in (0, 1]"),
-    (["--keep-ratio", "1.5"], "keep_ratio must be in (0, 1]"),
-    (["--real-ratio", "-0.1"], "real_ratio must be in [0, 1]"),
-    (["--updates", "0"], "updates must be positive"),
-    (["--rollout-batch-size", "-4"], "rollout_batch_size must be positive"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--env", "nope"], "unknown env 'nope'; known: maze2d-umaze"),
+        (["--denoiser", "unet", "--horizon", "30"], "horizon 30 must be divisible by 4"),
+        (["--keep-ratio", "0"], "keep_ratio must be in (0, 1]"),
+        (["--keep-ratio", "1.5"], "keep_ratio must be in (0, 1]"),
+        (["--real-ratio", "-0.1"], "real_ratio must be in [0, 1]"),
+        (["--updates", "0"], "updates must be positive"),
+        (["--rollout-batch-size", "-4"], "rollout_batch_size must be positive"),
+    ],
+)
 def test_bad_settings_one_line_error(workdir, capsys, argv, message):
     assert run_main(workdir, "--smoke", *argv) == 2
     err = capsys.readouterr().err
@@ -1017,7 +1160,9 @@ def test_resume_rejects_other_config_and_corrupt_checkpoint(workdir, capsys):
 def test_nan_loss_stops_naming_the_phase(workdir, capsys, monkeypatch):
     import dydiff
 
-    monkeypatch.setattr(dydiff.TD3BC, "update", lambda self, b: {"critic_loss": torch.tensor(float("nan"))})
+    monkeypatch.setattr(
+        dydiff.TD3BC, "update", lambda self, b: {"critic_loss": torch.tensor(float("nan"))}
+    )
     assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "3") == 2
     assert "critic loss became nan" in capsys.readouterr().err
 
@@ -1033,6 +1178,8 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path):
     path = tmp_path / "checkpoint.pt"
     train_offline.save_torch({"updates": 1, "weights": torch.arange(1000)}, path)
     with pytest.raises((RuntimeError, pickle.PicklingError)):
-        train_offline.save_torch({"updates": 2, "weights": torch.arange(1000), "x": Explodes()}, path)
+        train_offline.save_torch(
+            {"updates": 2, "weights": torch.arange(1000), "x": Explodes()}, path
+        )
     assert torch.load(path, weights_only=False)["updates"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind

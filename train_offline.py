@@ -33,6 +33,7 @@ import gymnasium as gym
 import minari
 import numpy as np
 import torch
+
 with contextlib.redirect_stderr(io.StringIO()):  # its import prints a notice about Adroit envs
     import gymnasium_robotics
 from gymnasium_robotics.envs.maze.maps import GOAL, LARGE_MAZE, MEDIUM_MAZE, U_MAZE
@@ -518,21 +519,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--dataset-size", type=int, help="generate a maze dataset of this many steps")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation (default: task's)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes: checks an install, scores mean nothing")
+    p.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks an install, scores mean nothing"
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run")
     p.add_argument("--out", default="runs", help="folder for run folders")
-    p.add_argument("--cache", default="cache", help="folder for cached arrays and pretrained models")
-    p.add_argument("--experiment", choices=("train", "rollout-error"), default="train",
-                   help="rollout-error: per-step error of dynamics vs DyDiff rollouts (paper Fig. 3)")
-    p.add_argument("--policy-run", metavar="RUN_DIR", help="rollout-error: also roll out this run's policy")
+    p.add_argument(
+        "--cache", default="cache", help="folder for cached arrays and pretrained models"
+    )
+    p.add_argument(
+        "--experiment",
+        choices=("train", "rollout-error"),
+        default="train",
+        help="rollout-error: per-step error of dynamics vs DyDiff rollouts (paper Fig. 3)",
+    )
+    p.add_argument(
+        "--policy-run", metavar="RUN_DIR", help="rollout-error: also roll out this run's policy"
+    )
     g = p.add_argument_group("DyDiff hyperparameters (dydiff.Config; defaults from the task table)")
     helps = _config_help()
     for f in dataclasses.fields(dydiff.Config):
         if f.name == "device":
             continue
         kind = {"bool": _bool, "tuple": _ints}.get(type(f.default).__name__, type(f.default))
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                       help=f"{helps.get(f.name, '')} (default {f.default})")
+        g.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            help=f"{helps.get(f.name, '')} (default {f.default})",
+        )
     args = p.parse_args(argv)
     if not args.resume:  # with --resume these come from the checkpoint
         args.env = args.env or "maze2d-umaze"
@@ -555,8 +570,18 @@ def _ints(s: str) -> tuple:
 
 
 # Tiny sizes for --smoke: every phase runs, in seconds; the score means nothing.
-SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, rollout_every=100,
-             dm_steps=50, mlp_width=64, model_epoch_steps=20, model_max_epochs=2, unet_dim=8)
+SMOKE = dict(
+    updates=300,
+    eval_every=150,
+    horizon=8,
+    rollout_batch_size=64,
+    rollout_every=100,
+    dm_steps=50,
+    mlp_width=64,
+    model_epoch_steps=20,
+    model_max_epochs=2,
+    unet_dim=8,
+)
 
 
 def make_config(args: argparse.Namespace, task: Task, device: str) -> dydiff.Config:
@@ -564,8 +589,11 @@ def make_config(args: argparse.Namespace, task: Task, device: str) -> dydiff.Con
     values = {"updates": task.updates, "horizon": task.horizon}
     if args.smoke:
         values |= SMOKE
-    values |= {f.name: getattr(args, f.name) for f in dataclasses.fields(dydiff.Config)
-               if f.name != "device" and getattr(args, f.name, None) is not None}
+    values |= {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(dydiff.Config)
+        if f.name != "device" and getattr(args, f.name, None) is not None
+    }
     cfg = dydiff.Config(**values, device=device)
     try:
         cfg.validate()
@@ -609,8 +637,9 @@ def load_torch(path: Path, what: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as e:  # truncated, not a checkpoint at all, ...
-        raise UserError(f"{what} {path} is unreadable ({type(e).__name__}); delete it or "
-                        f"start a new run") from None
+        raise UserError(
+            f"{what} {path} is unreadable ({type(e).__name__}); delete it or start a new run"
+        ) from None
 
 
 def save_json(obj: Any, path: Path) -> None:
@@ -625,14 +654,42 @@ def cache_key(dataset_id: str, cfg: dydiff.Config, fields: tuple[str, ...], seed
 
 
 MODEL_FIELDS = {  # the settings each pretrained model depends on (besides the data and the seed)
-    "dynamics": ("n_members", "n_elites", "dynamics_hidden", "model_lr", "model_batch_size",
-                 "model_epoch_steps", "model_max_epochs", "model_patience", "holdout_ratio",
-                 "max_holdout"),
-    "reward": ("reward_hidden", "model_lr", "model_batch_size", "model_epoch_steps",
-               "model_max_epochs", "model_patience", "holdout_ratio", "max_holdout"),
-    "diffusion": ("horizon", "denoiser", "n_diffusion_steps", "predict_epsilon", "mlp_width",
-                  "mlp_blocks", "unet_dim", "unet_dim_mults", "dm_steps", "dm_batch_size",
-                  "dm_lr", "ema_decay"),
+    "dynamics": (
+        "n_members",
+        "n_elites",
+        "dynamics_hidden",
+        "model_lr",
+        "model_batch_size",
+        "model_epoch_steps",
+        "model_max_epochs",
+        "model_patience",
+        "holdout_ratio",
+        "max_holdout",
+    ),
+    "reward": (
+        "reward_hidden",
+        "model_lr",
+        "model_batch_size",
+        "model_epoch_steps",
+        "model_max_epochs",
+        "model_patience",
+        "holdout_ratio",
+        "max_holdout",
+    ),
+    "diffusion": (
+        "horizon",
+        "denoiser",
+        "n_diffusion_steps",
+        "predict_epsilon",
+        "mlp_width",
+        "mlp_blocks",
+        "unet_dim",
+        "unet_dim_mults",
+        "dm_steps",
+        "dm_batch_size",
+        "dm_lr",
+        "ema_decay",
+    ),
 }
 
 
@@ -648,8 +705,14 @@ def load_arrays(dataset: minari.MinariDataset, task: Task, cache: Path) -> dict[
 
 
 # ---- Pretraining phases ----
-def pretrain(data: dict[str, np.ndarray], dataset_id: str, cfg: dydiff.Config, seed: int,
-             cache: Path, times: dict) -> tuple[dict, dict]:
+def pretrain(
+    data: dict[str, np.ndarray],
+    dataset_id: str,
+    cfg: dydiff.Config,
+    seed: int,
+    cache: Path,
+    times: dict,
+) -> tuple[dict, dict]:
     """Dynamics ensemble, reward model and diffusion model, each loaded from the cache if there."""
     s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
     models, info = {}, {}
@@ -658,10 +721,13 @@ def pretrain(data: dict[str, np.ndarray], dataset_id: str, cfg: dydiff.Config, s
         start = time.time()
         if path.exists():
             saved = load_torch(path, "cached model")
-            model = {"dynamics": lambda: dydiff.EnsembleDynamics(
-                         s_dim, a_dim, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden),
-                     "reward": lambda: dydiff.RewardModel(s_dim, a_dim, cfg.reward_hidden),
-                     "diffusion": lambda: dydiff.build_diffusion(cfg, s_dim, a_dim)}[name]()
+            model = {
+                "dynamics": lambda: dydiff.EnsembleDynamics(
+                    s_dim, a_dim, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden
+                ),
+                "reward": lambda: dydiff.RewardModel(s_dim, a_dim, cfg.reward_hidden),
+                "diffusion": lambda: dydiff.build_diffusion(cfg, s_dim, a_dim),
+            }[name]()
             model.load_state_dict(saved["state"])
             models[name], info[name] = model.to(cfg.device), saved["info"]
             print(f"{name}: loaded from cache {path.parent}")
@@ -670,7 +736,8 @@ def pretrain(data: dict[str, np.ndarray], dataset_id: str, cfg: dydiff.Config, s
         if name == "diffusion":
             with tqdm(total=cfg.dm_steps, desc="diffusion model", unit="step") as bar:
                 model = dydiff.train_diffusion(
-                    data, cfg, lambda s, m: (bar.update(s - bar.n), bar.set_postfix(m)))
+                    data, cfg, lambda s, m: (bar.update(s - bar.n), bar.set_postfix(m))
+                )
             info[name] = {"final_loss": None}
         else:
             train = dydiff.train_dynamics if name == "dynamics" else dydiff.train_reward_model
@@ -684,8 +751,20 @@ def pretrain(data: dict[str, np.ndarray], dataset_id: str, cfg: dydiff.Config, s
 
 
 # ---- The run ----
-CSV_COLUMNS = ("update", "phase", "critic_loss", "actor_loss", "score", "return", "kept_trajectories",
-               "kept_transitions", "return_kept", "return_all", "synthetic_rows", "time")
+CSV_COLUMNS = (
+    "update",
+    "phase",
+    "critic_loss",
+    "actor_loss",
+    "score",
+    "return",
+    "kept_trajectories",
+    "kept_transitions",
+    "return_kept",
+    "return_all",
+    "synthetic_rows",
+    "time",
+)
 
 
 def write_metrics(rows: list[dict], path: Path) -> None:
@@ -700,8 +779,15 @@ def write_metrics(rows: list[dict], path: Path) -> None:
 
 def run_identity(args: argparse.Namespace, cfg: dydiff.Config) -> dict:
     """What a checkpoint must match to be resumed."""
-    return {"env": args.env, "algo": args.algo, "seed": args.seed, "smoke": args.smoke,
-            "dataset_size": args.dataset_size, "eval_episodes": args.eval_episodes, "config": dataclasses.asdict(cfg) | {"device": None}}
+    return {
+        "env": args.env,
+        "algo": args.algo,
+        "seed": args.seed,
+        "smoke": args.smoke,
+        "dataset_size": args.dataset_size,
+        "eval_episodes": args.eval_episodes,
+        "config": dataclasses.asdict(cfg) | {"device": None},
+    }
 
 
 def new_run_dir(args: argparse.Namespace) -> Path:
@@ -732,14 +818,18 @@ def load_checkpoint(args: argparse.Namespace) -> dict:
     for key in ("env", "algo", "seed", "smoke", "dataset_size", "eval_episodes"):
         given = getattr(args, key)
         if given not in (None, False) and given != saved[key]:
-            raise UserError(f"checkpoint is from another configuration: {key}={saved[key]!r}, "
-                            f"--{key.replace('_', '-')} {given!r}")
+            raise UserError(
+                f"checkpoint is from another configuration: {key}={saved[key]!r}, "
+                f"--{key.replace('_', '-')} {given!r}"
+            )
         setattr(args, key, saved[key])
     for name, value in saved["config"].items():
         given = getattr(args, name, None)
         if given is not None and given != value and name != "device":
-            raise UserError(f"checkpoint is from another configuration: {name}={value!r}, "
-                            f"--{name.replace('_', '-')} {given!r}")
+            raise UserError(
+                f"checkpoint is from another configuration: {name}={value!r}, "
+                f"--{name.replace('_', '-')} {given!r}"
+            )
         if name != "device":
             setattr(args, name, value)
     return ckpt
@@ -761,8 +851,10 @@ def train(args: argparse.Namespace) -> None:
     data = load_arrays(dataset, task, cache)
     times["data"] = time.time() - start
     dataset_id = dataset.spec.dataset_id
-    print(f"data: {dataset_id}, {len(data['rewards']):,} transitions, "
-          f"{len(np.unique(data['episode_ids'])):,} episodes")
+    print(
+        f"data: {dataset_id}, {len(data['rewards']):,} transitions, "
+        f"{len(np.unique(data['episode_ids'])):,} episodes"
+    )
     if np.abs(data["actions"]).max() > 1:
         raise UserError("actions outside [-1, 1]: TD3+BC here assumes a [-1, 1] action box")
 
@@ -790,11 +882,21 @@ def train(args: argparse.Namespace) -> None:
         result = evaluate(policy, dataset, task, n_eval, seed=10_000)
         times["evaluation"] = times.get("evaluation", 0.0) + time.time() - t
         score = result["score_mean"]
-        return {"score": score if score is not None else float("nan"), "return": result["return_mean"]}
+        return {
+            "score": score if score is not None else float("nan"),
+            "return": result["return_mean"],
+        }
 
     def checkpoint() -> None:
-        save_torch({"identity": identity, "trainer": trainer.state_dict(),
-                    "torch_rng": torch.get_rng_state(), "rows": rows}, run_dir / "checkpoint.pt")
+        save_torch(
+            {
+                "identity": identity,
+                "trainer": trainer.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "rows": rows,
+            },
+            run_dir / "checkpoint.pt",
+        )
 
     start = time.time()
     bar = tqdm(total=cfg.updates, initial=trainer.updates, desc=f"{args.algo} updates", unit="upd")
@@ -802,9 +904,12 @@ def train(args: argparse.Namespace) -> None:
     def log(update: int, metrics: dict) -> None:
         bar.update(update - bar.n)
         shown = {k: f"{metrics[k]:.3g}" for k in ("critic_loss", "score") if k in metrics}
-        bar.set_postfix(shown | ({"best": f"{max(r['score'] for r in evals(rows)):.1f}"}
-                                 if evals(rows) else {}))
-        rows.append({"update": update, "phase": "rl", "time": round(time.time() - start, 1)} | metrics)
+        bar.set_postfix(
+            shown | ({"best": f"{max(r['score'] for r in evals(rows)):.1f}"} if evals(rows) else {})
+        )
+        rows.append(
+            {"update": update, "phase": "rl", "time": round(time.time() - start, 1)} | metrics
+        )
         if "score" in metrics:  # an evaluation: save what we have
             write_metrics(rows, run_dir / "metrics.csv")
             checkpoint()
@@ -815,8 +920,10 @@ def train(args: argparse.Namespace) -> None:
         bar.close()
         checkpoint()
         write_metrics(rows, run_dir / "metrics.csv")
-        print(f"\ninterrupted at update {trainer.updates:,}; checkpoint saved. Continue with:\n"
-              f"  python train_offline.py --resume {run_dir}")
+        print(
+            f"\ninterrupted at update {trainer.updates:,}; checkpoint saved. Continue with:\n"
+            f"  python train_offline.py --resume {run_dir}"
+        )
         sys.exit(130)
     except FloatingPointError as e:  # the last good checkpoint stays in place
         bar.close()
@@ -830,19 +937,36 @@ def evals(rows: list[dict]) -> list[dict]:
     return [r for r in rows if "score" in r and r["score"] == r["score"]]  # skips NaN
 
 
-def finish(run_dir: Path, args, task: Task, rows: list[dict], times: dict, model_info: dict,
-           trainer: dydiff.DyDiffTrainer, dataset, data) -> None:
+def finish(
+    run_dir: Path,
+    args,
+    task: Task,
+    rows: list[dict],
+    times: dict,
+    model_info: dict,
+    trainer: dydiff.DyDiffTrainer,
+    dataset,
+    data,
+) -> None:
     """summary.json, pictures and the one-screen summary."""
     ev = evals(rows)
     final = ev[-1]["score"] if ev else None
     best = max(r["score"] for r in ev) if ev else None
     label = "normalised score" if ev else "return (no reference scores)"
-    summary = {"env": args.env, "algo": args.algo, "seed": args.seed, "updates": trainer.updates,
-               "final_score": final, "best_score": best,
-               "final_return": rows[-1].get("return") if rows else None,
-               "phase_seconds": {k: round(v, 1) for k, v in times.items()},
-               "models": model_info, "smoke": args.smoke, "commit": git_commit(),
-               "command": " ".join(sys.argv)}
+    summary = {
+        "env": args.env,
+        "algo": args.algo,
+        "seed": args.seed,
+        "updates": trainer.updates,
+        "final_score": final,
+        "best_score": best,
+        "final_return": rows[-1].get("return") if rows else None,
+        "phase_seconds": {k: round(v, 1) for k, v in times.items()},
+        "models": model_info,
+        "smoke": args.smoke,
+        "commit": git_commit(),
+        "command": " ".join(sys.argv),
+    }
     save_json(summary, run_dir / "summary.json")
     plot_learning_curve({args.algo: [rows]}, run_dir / "learning_curve.png", args.env)
     if task.maze is not None and trainer.models is not None:
@@ -863,8 +987,16 @@ def fmt(x: float | None) -> str:
 
 def git_commit() -> str | None:
     try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).parent,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
     except OSError:
         return None
 
@@ -915,8 +1047,14 @@ def matplotlib_rectangle(*args, **kwargs):
     return Rectangle(*args, **kwargs)
 
 
-def plot_maze_trajectories(trainer: dydiff.DyDiffTrainer, dataset, task: Task,
-                           data: dict[str, np.ndarray], path: Path, n: int = 12) -> None:
+def plot_maze_trajectories(
+    trainer: dydiff.DyDiffTrainer,
+    dataset,
+    task: Task,
+    data: dict[str, np.ndarray],
+    path: Path,
+    n: int = 12,
+) -> None:
     """Real windows of the data beside DyDiff trajectories of the final policy, over the walls."""
     import matplotlib
 
@@ -931,11 +1069,14 @@ def plot_maze_trajectories(trainer: dydiff.DyDiffTrainer, dataset, task: Task,
     starts = np.random.default_rng(0).choice(starts, n, replace=False)
     real = data["observations"][starts[:, None] + np.arange(cfg.horizon)]
     s0 = torch.as_tensor(real[:, 0], device=cfg.device)
-    synth, _ = dydiff.dydiff_rollout(s0, trainer.agent.act, m["dynamics"], m["diffusion"],
-                                     cfg.horizon, cfg.iterations)
+    synth, _ = dydiff.dydiff_rollout(
+        s0, trainer.agent.act, m["dynamics"], m["diffusion"], cfg.horizon, cfg.iterations
+    )
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
-    for ax, trajs, title in ((axes[0], real, "real data windows"),
-                             (axes[1], synth.cpu().numpy(), f"DyDiff rollouts (M={cfg.iterations})")):
+    for ax, trajs, title in (
+        (axes[0], real, "real data windows"),
+        (axes[1], synth.cpu().numpy(), f"DyDiff rollouts (M={cfg.iterations})"),
+    ):
         draw_maze(ax, maze)
         for k, t in enumerate(trajs):
             ax.plot(t[:, 0], t[:, 1], "-", color=f"C{k % 10}", lw=1.2)
@@ -976,7 +1117,9 @@ def rollout_error(args: argparse.Namespace) -> None:
     (b) DyDiff (dynamics rollout + M injection rounds), for fixed policies, from data states."""
     task = resolve_task(args.env)
     if task.maze is None:
-        raise UserError("--experiment rollout-error needs a maze task (it sets the PointMaze state)")
+        raise UserError(
+            "--experiment rollout-error needs a maze task (it sets the PointMaze state)"
+        )
     device = resolve_device(args.device)
     cfg = make_config(args, task, device)
     torch.manual_seed(args.seed)
@@ -1000,15 +1143,22 @@ def rollout_error(args: argparse.Namespace) -> None:
         sim = np.zeros((n, h, s0.shape[1]), np.float32)
         for k in range(n):  # the simulator, one start state at a time
             env.reset(seed=k)
-            env.unwrapped.point_env.set_state(s0[k, :2].astype(np.float64), s0[k, 2:].astype(np.float64))
+            env.unwrapped.point_env.set_state(
+                s0[k, :2].astype(np.float64), s0[k, 2:].astype(np.float64)
+            )
             sim[k, 0] = s0[k]
             for t in range(1, h):
                 a = pi(torch.as_tensor(sim[k, t - 1][None], device=device))[0].cpu().numpy()
                 sim[k, t] = _state(env.step(a)[0])
         start = torch.as_tensor(s0, device=device)
         errors = {}
-        for label, m_rounds in (("dynamics (single-step)", 0), (f"DyDiff (M={cfg.iterations})", cfg.iterations)):
-            states, _ = dydiff.dydiff_rollout(start, pi, models["dynamics"], models["diffusion"], h, m_rounds)
+        for label, m_rounds in (
+            ("dynamics (single-step)", 0),
+            (f"DyDiff (M={cfg.iterations})", cfg.iterations),
+        ):
+            states, _ = dydiff.dydiff_rollout(
+                start, pi, models["dynamics"], models["diffusion"], h, m_rounds
+            )
             errors[label] = ((states.cpu().numpy() - sim) ** 2).mean((0, 2)).tolist()
         results[name] = errors
     env.close()
@@ -1031,20 +1181,36 @@ def report_rollout_error(results: dict, h: int, args, cfg: dydiff.Config) -> Non
         ax.legend()
     fig.tight_layout()
     tag = "_smoke" if args.smoke else ""
-    atomic_write(out / f"rollout_error{tag}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    atomic_write(
+        out / f"rollout_error{tag}.png", lambda tmp: fig.savefig(tmp, format="png", dpi=110)
+    )
     plt.close(fig)
-    save_json({"command": " ".join(sys.argv), "commit": git_commit(), "seed": args.seed,
-               "horizon": h, "iterations": cfg.iterations, "mse_per_step": results},
-              out / f"rollout_error{tag}.json")
+    save_json(
+        {
+            "command": " ".join(sys.argv),
+            "commit": git_commit(),
+            "seed": args.seed,
+            "horizon": h,
+            "iterations": cfg.iterations,
+            "mse_per_step": results,
+        },
+        out / f"rollout_error{tag}.json",
+    )
     for name, errors in results.items():
         (dyn, dm) = errors.values()
-        cross = next((t for t in range(1, h) if dm[t] < dyn[t] and all(dm[u] < dyn[u] for u in range(t, h))), None)
+        cross = next(
+            (t for t in range(1, h) if dm[t] < dyn[t] and all(dm[u] < dyn[u] for u in range(t, h))),
+            None,
+        )
         print(f"\n{name}: per-step MSE (h: dynamics / DyDiff)")
         for t in sorted({1, 2, 4, 8, 16, h - 1}):
             if t < h:
                 print(f"  h={t:3d}: {dyn[t]:.4g} / {dm[t]:.4g}")
-        print(f"  DyDiff below the single-step model from h = {cross} on" if cross else
-              "  DyDiff does not stay below the single-step model")
+        print(
+            f"  DyDiff below the single-step model from h = {cross} on"
+            if cross
+            else "  DyDiff does not stay below the single-step model"
+        )
     print(f"\nwrote {out}/rollout_error{tag}.png and .json")
 
 

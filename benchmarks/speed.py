@@ -46,8 +46,15 @@ def timed(fn, n: int, warmup: int) -> float:
 
 def random_buffer(n: int) -> dydiff.ReplayBuffer:
     buf = dydiff.ReplayBuffer(S_DIM, A_DIM, n, "cpu")
-    buf.add({"states": torch.randn(n, S_DIM), "actions": torch.rand(n, A_DIM) * 2 - 1,
-             "rewards": torch.randn(n, 1), "next_states": torch.randn(n, S_DIM), "dones": torch.zeros(n, 1)})
+    buf.add(
+        {
+            "states": torch.randn(n, S_DIM),
+            "actions": torch.rand(n, A_DIM) * 2 - 1,
+            "rewards": torch.randn(n, 1),
+            "next_states": torch.randn(n, S_DIM),
+            "dones": torch.zeros(n, 1),
+        }
+    )
     return buf
 
 
@@ -60,10 +67,24 @@ def bench_td3bc(cfg, n: int, threads: int) -> tuple[float, float]:
     and the plain loop's updates/s from a subprocess with the same threads and batch."""
     real, synthetic = random_buffer(100_000), random_buffer(100_000)
     agent = make_agent(cfg, real.rows[:, :S_DIM])
-    step = lambda: agent.update(dydiff.sample_mixed(real, synthetic, cfg.batch_size, cfg.real_ratio))  # noqa: E731
+    step = lambda: agent.update(
+        dydiff.sample_mixed(real, synthetic, cfg.batch_size, cfg.real_ratio)
+    )  # noqa: E731
     ours = 1 / timed(step, n, warmup=200)
-    cmd = [sys.executable, str(PLAIN), "--state-dim", str(S_DIM), "--action-dim", str(A_DIM),
-           "--batch", str(cfg.batch_size), "--updates", str(n), "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        str(PLAIN),
+        "--state-dim",
+        str(S_DIM),
+        "--action-dim",
+        str(A_DIM),
+        "--batch",
+        str(cfg.batch_size),
+        "--updates",
+        str(n),
+        "--threads",
+        str(threads),
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     plain = float(re.search(r"([\d.]+) updates/s", out).group(1))
     return ours, plain
@@ -90,7 +111,10 @@ def bench_diffusion(cfg, n: int) -> float:
 def bench_synthesis(cfg, n: int) -> float:
     """Seconds for one synthesise() round of rollout_batch_size trajectories (untrained models)."""
     dyn = dydiff.EnsembleDynamics(S_DIM, A_DIM, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden)
-    rew, dm = dydiff.RewardModel(S_DIM, A_DIM, cfg.reward_hidden), dydiff.build_diffusion(cfg, S_DIM, A_DIM)
+    rew, dm = (
+        dydiff.RewardModel(S_DIM, A_DIM, cfg.reward_hidden),
+        dydiff.build_diffusion(cfg, S_DIM, A_DIM),
+    )
     agent = make_agent(cfg, torch.randn(1000, S_DIM))
     s0 = torch.randn(cfg.rollout_batch_size, S_DIM)
     term = drv.termination_fn(drv.TASKS["maze2d-umaze"])
@@ -132,8 +156,12 @@ def bench_evaluation(cfg, n_episodes: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--quick", action="store_true", help="fewer iterations: a fast check, not a measurement")
-    p.add_argument("--run-dir", type=Path, help="a finished run: print its summary.json phase times")
+    p.add_argument(
+        "--quick", action="store_true", help="fewer iterations: a fast check, not a measurement"
+    )
+    p.add_argument(
+        "--run-dir", type=Path, help="a finished run: print its summary.json phase times"
+    )
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -143,7 +171,9 @@ def main() -> None:
     rows: list[dict] = []  # name, value, unit, reference (text), ok (bool or None)
 
     def add(name, value, unit, ref="", ok=None):
-        rows.append({"item": name, "value": round(value, 3), "unit": unit, "reference": ref, "ok": ok})
+        rows.append(
+            {"item": name, "value": round(value, 3), "unit": unit, "reference": ref, "ok": ok}
+        )
         print(f"  done: {name}", flush=True)
 
     ours, plain = bench_td3bc(cfg, 300 if q else 3000, threads)
@@ -151,13 +181,28 @@ def main() -> None:
     add("  ratio ours / plain", ours / plain, "x", ">= 2.5x", ours / plain >= 2.5)
     for kind, n in (("mlp", 20 if q else 300), ("unet", 5 if q else 60)):
         rate = bench_diffusion(dataclasses.replace(cfg, denoiser=kind), n)
-        add(f"DM training steps/s ({kind})", rate, "steps/s",
-            f"{cfg.dm_steps} steps = {cfg.dm_steps / rate / 60:.1f} min" + ("" if kind == "mlp" else " (ref.)"))
+        add(
+            f"DM training steps/s ({kind})",
+            rate,
+            "steps/s",
+            f"{cfg.dm_steps} steps = {cfg.dm_steps / rate / 60:.1f} min"
+            + ("" if kind == "mlp" else " (ref.)"),
+        )
     t = bench_synthesis(cfg, 1 if q else 3)
-    add(f"synthesis round ({cfg.rollout_batch_size} x H{cfg.horizon}, M={cfg.iterations})", t, "s", "< 10 s", t < 10)
+    add(
+        f"synthesis round ({cfg.rollout_batch_size} x H{cfg.horizon}, M={cfg.iterations})",
+        t,
+        "s",
+        "< 10 s",
+        t < 10,
+    )
     t = bench_dynamics_epoch(cfg, 30 if q else 300)
-    add(f"dynamics epoch ({cfg.model_epoch_steps} steps x {cfg.n_members})", t, "s",
-        f"max {cfg.model_max_epochs} epochs = {t * cfg.model_max_epochs / 60:.1f} min")
+    add(
+        f"dynamics epoch ({cfg.model_epoch_steps} steps x {cfg.n_members})",
+        t,
+        "s",
+        f"max {cfg.model_max_epochs} epochs = {t * cfg.model_max_epochs / 60:.1f} min",
+    )
     t = bench_evaluation(cfg, 10 if q else 100)
     add("evaluation, 100 umaze episodes" + (" (from 10)" if q else ""), t, "s", "< 15 s", t < 15)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -173,7 +218,9 @@ def main() -> None:
         else:
             print(f"  no summary.json in {args.run_dir}: phase times skipped")
 
-    print(f"\nDyDiff speed, torch {torch.__version__}, {threads} thread(s)" + (", QUICK" if q else ""))
+    print(
+        f"\nDyDiff speed, torch {torch.__version__}, {threads} thread(s)" + (", QUICK" if q else "")
+    )
     print(f"{'item':<44} {'measured':>12}  {'yardstick / target':<34} ok")
     print("-" * 96)
     for r in rows:
@@ -182,11 +229,22 @@ def main() -> None:
 
     out = ROOT / "results" / "speed.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({
-        "command": " ".join([Path(sys.executable).name] + sys.argv), "commit": drv.git_commit(),
-        "torch": torch.__version__, "threads": threads, "quick": q,
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "run_dir": str(args.run_dir) if args.run_dir else None, "items": rows}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "command": " ".join([Path(sys.executable).name] + sys.argv),
+                "commit": drv.git_commit(),
+                "torch": torch.__version__,
+                "threads": threads,
+                "quick": q,
+                "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                "run_dir": str(args.run_dir) if args.run_dir else None,
+                "items": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"\nwritten: {out}")
 
 
