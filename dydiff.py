@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 import numpy as np
@@ -91,33 +91,12 @@ class Config:
     policy_freq: int = 2  # actor and target update every policy_freq critic updates
     alpha: float = 2.5  # weight of the Q term against behaviour cloning
 
-    def validate(self, state_dim: int | None = None) -> None:
+    def validate(self) -> None:
         """Raise ValueError with a one-line message for settings that cannot work."""
-        for name in (
-            "updates",
-            "eval_every",
-            "horizon",
-            "rollout_batch_size",
-            "rollout_every",
-            "synthetic_capacity",
-            "n_diffusion_steps",
-            "dm_steps",
-            "dm_batch_size",
-            "n_members",
-            "n_elites",
-            "model_batch_size",
-            "model_epoch_steps",
-            "model_max_epochs",
-            "batch_size",
-            "policy_freq",
-            "mlp_width",
-            "unet_dim",
-            "dynamics_hidden",
-            "reward_hidden",
-            "max_holdout",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for f in fields(self):  # every integer setting but M counts something: > 0
+            value = getattr(self, f.name)
+            if type(value) is int and f.name != "iterations" and value <= 0:
+                raise ValueError(f"{f.name} must be positive, got {value}")
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
         if not 0 < self.keep_ratio <= 1:
@@ -192,13 +171,9 @@ class ReplayBuffer:
     """
 
     def __init__(self, state_dim: int, action_dim: int, capacity: int, device: str):
-        self.sizes = {
-            "states": state_dim,
-            "actions": action_dim,
-            "rewards": 1,
-            "next_states": state_dim,
-            "dones": 1,
-        }
+        self.sizes = dict(
+            states=state_dim, actions=action_dim, rewards=1, next_states=state_dim, dones=1
+        )
         self.rows = torch.zeros(capacity, sum(self.sizes.values()), device=device)
         self.capacity, self.size, self.pos = capacity, 0, 0
 
@@ -240,16 +215,9 @@ def data_to_buffer(data: dict[str, np.ndarray], device: str) -> ReplayBuffer:
     """The offline dataset (arrays from the driver) as a ReplayBuffer."""
     n, s_dim = data["observations"].shape
     buf = ReplayBuffer(s_dim, data["actions"].shape[1], n, device)
-    t = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in data.items() if k != "episode_ids"}
-    buf.add(
-        {
-            "states": t["observations"],
-            "actions": t["actions"],
-            "rewards": t["rewards"],
-            "next_states": t["next_observations"],
-            "dones": t["terminals"],
-        }
-    )
+    names = dict(states="observations", actions="actions", rewards="rewards",
+                 next_states="next_observations", dones="terminals")  # fmt: skip
+    buf.add({k: torch.as_tensor(data[v], dtype=torch.float32) for k, v in names.items()})
     return buf
 
 
@@ -558,16 +526,8 @@ class EnsembleDynamics(nn.Module):
 
     weight_decay = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # per layer, MBPO's values
 
-    def __init__(
-        self,
-        state_dim: int,
-        action_dim: int,
-        n_members: int = 7,
-        n_elites: int = 5,
-        hidden: int = 200,
-    ):
+    def __init__(self, state_dim: int, action_dim: int, n_members=7, n_elites=5, hidden=200):
         super().__init__()
-        self.state_dim = state_dim
         self.input_norm = Normalizer(state_dim + action_dim)
         self.net = EnsembleMLP(n_members, state_dim + action_dim, 2 * state_dim, hidden, 4, nn.SiLU)
         self.max_logvar = nn.Parameter(torch.full((state_dim,), 0.5))
@@ -595,9 +555,7 @@ class EnsembleDynamics(nn.Module):
         return ((self(sa)[0] - delta) ** 2).mean((1, 2))
 
     @torch.no_grad()
-    def predict(
-        self, states: torch.Tensor, actions: torch.Tensor, sample: bool = False
-    ) -> torch.Tensor:
+    def predict(self, states: torch.Tensor, actions: torch.Tensor, sample=False) -> torch.Tensor:
         """Next states [B, S]: each row uses one elite picked at random (its mean, as DyDiff does,
         or a sample of its Gaussian with sample=True)."""
         sa = torch.cat([states, actions], -1)
@@ -616,9 +574,8 @@ class RewardModel(nn.Module):
     def __init__(self, state_dim: int, action_dim: int, hidden: int = 256):
         super().__init__()
         self.input_norm = Normalizer(state_dim + action_dim)
-        self.net = EnsembleMLP(
-            1, state_dim + action_dim, 1, hidden, 2
-        )  # one member: same code path
+        # one member: the same code path as the dynamics ensemble
+        self.net = EnsembleMLP(1, state_dim + action_dim, 1, hidden, 2)
 
     def forward(self, sa: torch.Tensor) -> torch.Tensor:
         """sa: [E=1, B, S + A] -> [1, B, 1]."""
@@ -651,14 +608,8 @@ class TD3BC:
 
     def __init__(self, state_dim: int, action_dim: int, state_norm: Normalizer, cfg: Config):
         self.cfg, self.state_norm = cfg, state_norm.to(cfg.device)
-        self.actor = nn.Sequential(
-            nn.Linear(state_dim, 256),
-            nn.ReLU(),
-            nn.Linear(256, 256),
-            nn.ReLU(),
-            nn.Linear(256, action_dim),
-            nn.Tanh(),
-        ).to(cfg.device)
+        hidden = [nn.Linear(state_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU()]
+        self.actor = nn.Sequential(*hidden, nn.Linear(256, action_dim), nn.Tanh()).to(cfg.device)
         # both critics in one EnsembleMLP: Q1 and Q2 in the same batched matmuls
         self.critic = EnsembleMLP(2, state_dim + action_dim, 1, 256, 2).to(cfg.device)
         self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
@@ -667,10 +618,8 @@ class TD3BC:
         fused = {"fused": True} if torch.device(cfg.device).type in ("cpu", "cuda") else {}
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, **fused)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, **fused)
-        self.params = list(self.actor.parameters()) + list(self.critic.parameters())
-        self.target_params = list(self.actor_target.parameters()) + list(
-            self.critic_target.parameters()
-        )
+        self.params = [*self.actor.parameters(), *self.critic.parameters()]
+        self.target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
         self.n_updates = 0
 
     def q(self, critic: nn.Module, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
@@ -712,19 +661,12 @@ class TD3BC:
         """Deterministic actions for raw states [..., S]."""
         return self.actor(self.state_norm(states))
 
+    parts = "actor critic actor_target critic_target actor_opt critic_opt state_norm".split()
+
     def state_dict(self) -> dict:
-        return {
-            k: getattr(self, k).state_dict()
-            for k in (
-                "actor",
-                "critic",
-                "actor_target",
-                "critic_target",
-                "actor_opt",
-                "critic_opt",
-                "state_norm",
-            )
-        } | {"n_updates": self.n_updates}
+        return {k: getattr(self, k).state_dict() for k in self.parts} | {
+            "n_updates": self.n_updates
+        }
 
     def load_state_dict(self, d: dict) -> None:
         for k, v in d.items():
@@ -740,15 +682,11 @@ class TD3BC:
 
 
 @torch.no_grad()
-def dydiff_rollout(
-    s0: torch.Tensor,
-    policy: Callable,
-    dynamics: EnsembleDynamics,
-    diffusion: GaussianDiffusion | None,
-    horizon: int,
-    iterations: int,
-):
-    """Policy-consistent trajectories from start states s0: [N, S] -> states [N, H, S], actions [N, H, A].
+def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: int):
+    """Policy-consistent trajectories: s0 [N, S] -> states [N, H, S], actions [N, H, A].
+
+    policy maps states [..., S] to actions [..., A]; dynamics is an EnsembleDynamics, diffusion a
+    GaussianDiffusion (unused when iterations = 0).
 
     Initial rollout (Alg. 1): a_i = pi(s_i), s_{i+1} = f(s_i, a_i) with the dynamics ensemble.
     Then M = `iterations` rounds of policy injection: the DM resamples all states with s0 and the
@@ -789,15 +727,7 @@ def filter_trajectories(
 
 
 @torch.no_grad()
-def synthesise(
-    s0: torch.Tensor,
-    policy: Callable,
-    dynamics: EnsembleDynamics,
-    diffusion: GaussianDiffusion | None,
-    reward_model: RewardModel,
-    cfg: Config,
-    terminal_fn: Callable | None = None,
-) -> tuple[dict[str, torch.Tensor], dict]:
+def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, terminal_fn=None):
     """One synthesis round: rollout, rewards, terminals, filtering, then transitions.
 
     Returns the kept transitions {"states": [T, S], ...} for the synthetic buffer and statistics.
@@ -839,12 +769,10 @@ def synthesise(
 
 
 def _inputs(data: dict[str, np.ndarray], device: str) -> tuple[torch.Tensor, ...]:
-    t = {
-        k: torch.as_tensor(data[k], dtype=torch.float32, device=device)
-        for k in ("observations", "actions", "rewards", "next_observations")
-    }
-    sa = torch.cat([t["observations"], t["actions"]], 1)
-    return sa, t["next_observations"] - t["observations"], t["rewards"][:, None]
+    """Model inputs (s, a), dynamics targets s' - s and reward targets r, as tensors."""
+    s, a, r, s2 = (torch.as_tensor(data[k], dtype=torch.float32, device=device)
+                   for k in ("observations", "actions", "rewards", "next_observations"))  # fmt: skip
+    return torch.cat([s, a], 1), s2 - s, r[:, None]
 
 
 def fit_with_holdout(
@@ -963,13 +891,7 @@ class DyDiffTrainer:
     batch mixes real and synthetic rows by real_ratio.
     """
 
-    def __init__(
-        self,
-        cfg: Config,
-        data: dict[str, np.ndarray],
-        models: dict | None = None,
-        terminal_fn: Callable | None = None,
-    ):
+    def __init__(self, cfg: Config, data: dict, models: dict | None = None, terminal_fn=None):
         self.cfg, self.models, self.terminal_fn = cfg, models, terminal_fn
         self.real = data_to_buffer(data, cfg.device)
         s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
@@ -998,13 +920,7 @@ class DyDiffTrainer:
         self.updates += 1
         return losses
 
-    def train(
-        self,
-        until: int,
-        evaluate: Callable[[int], dict] | None = None,
-        log: Callable[[int, dict], None] | None = None,
-        log_every: int = 1_000,
-    ) -> None:
+    def train(self, until: int, evaluate=None, log=None, log_every: int = 1_000) -> None:
         """Update until `until` updates are done; evaluate(update) every eval_every updates and at
         the end; log(update, metrics) with losses, synthetic data statistics and evaluation."""
         while self.updates < until:
@@ -1021,12 +937,10 @@ class DyDiffTrainer:
                     log(self.updates, metrics)
 
     def state_dict(self) -> dict:
-        return {
-            "agent": self.agent.state_dict(),
-            "synthetic": self.synthetic.state_dict(),
-            "updates": self.updates,
-            "last_rollout": self.last_rollout,
-        }
+        agent, synthetic = self.agent.state_dict(), self.synthetic.state_dict()
+        return dict(
+            agent=agent, synthetic=synthetic, updates=self.updates, last_rollout=self.last_rollout
+        )
 
     def load_state_dict(self, d: dict) -> None:
         self.agent.load_state_dict(d["agent"])

@@ -504,13 +504,14 @@ def evaluate(
 def _config_help() -> dict[str, str]:
     """The one-line comment after each Config field in dydiff.py, used as its --help text."""
     source = inspect.getsource(dydiff.Config)
-    return dict(re.findall(r"^\s+(\w+): [^=]+= .*?#\s*(.*)$", source, re.M))
+    found = re.findall(r"^\s+(\w+): [^=]+= .*?#\s*(.*)$", source, re.M)
+    return {name: text.replace("%", "%%") for name, text in found}  # argparse formats help with %
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Train DyDiff+TD3BC (or plain TD3+BC) offline on a Minari dataset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        usage="python train_offline.py [--env ENV] [--algo {dydiff,td3bc}] [--seed N] [options]",
     )
     p.add_argument("--env", help="task name (see README) or a Minari id [maze2d-umaze]")
     p.add_argument("--algo", choices=("dydiff", "td3bc"), help="[dydiff]")
