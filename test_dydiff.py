@@ -1089,6 +1089,14 @@ def test_second_run_reuses_cached_models(workdir, capsys):
         assert f"{name}: loaded from cache" in out
 
 
+def test_help_lists_every_config_flag(workdir, capsys):
+    assert run_main(workdir, "--help") == 0
+    out = capsys.readouterr().out
+    assert "--keep-ratio" in out and "fraction of trajectories kept by the reward filter" in out
+    assert "--unet-dim-mults" in out and "--predict-epsilon" in out
+
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
