@@ -1171,8 +1171,17 @@ def test_nan_loss_stops_naming_the_phase(workdir, capsys, monkeypatch):
     monkeypatch.setattr(
         dydiff.TD3BC, "update", lambda self, b: {"critic_loss": torch.tensor(float("nan"))}
     )
-    assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "3") == 2
-    assert "critic loss became nan" in capsys.readouterr().err
+    assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "3") == 3
+    err = capsys.readouterr().err
+    assert "critic loss became nan" in err and "Traceback" not in err
+
+
+def test_nan_in_pretraining_stops_naming_the_phase(workdir, capsys, monkeypatch):
+    loss = D.GaussianDiffusion.loss
+    monkeypatch.setattr(D.GaussianDiffusion, "loss", lambda *a: loss(*a) * float("nan"))
+    assert run_main(workdir, "--smoke", "--seed", "4") == 3
+    err = capsys.readouterr().err
+    assert "diffusion training loss became nan" in err and "Traceback" not in err
 
 
 class Explodes:

@@ -928,7 +928,7 @@ def train(args: argparse.Namespace) -> None:
         sys.exit(130)
     except FloatingPointError as e:  # the last good checkpoint stays in place
         bar.close()
-        raise UserError(f"stopped: {e} (last good checkpoint kept in {run_dir})") from None
+        raise FloatingPointError(f"{e} (last good checkpoint kept in {run_dir})") from None
     bar.close()
     times["rl"] = time.time() - start
     finish(run_dir, args, task, rows, times, model_info, trainer, dataset, data)
@@ -1228,6 +1228,12 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except FloatingPointError as e:  # a NaN/inf loss while pretraining (cached models are kept)
+        print(f"error: stopped: {e}", file=sys.stderr)
+        sys.exit(3)
+    except KeyboardInterrupt:  # before the RL phase: nothing half-written to save
+        print("\ninterrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
