@@ -654,43 +654,12 @@ def cache_key(dataset_id: str, cfg: dydiff.Config, fields: tuple[str, ...], seed
     return f"{dataset_id.replace('/', '_')}__{digest}"
 
 
+_FIT = "model_lr model_batch_size model_epoch_steps model_max_epochs model_patience holdout_ratio"
 MODEL_FIELDS = {  # the settings each pretrained model depends on (besides the data and the seed)
-    "dynamics": (
-        "n_members",
-        "n_elites",
-        "dynamics_hidden",
-        "model_lr",
-        "model_batch_size",
-        "model_epoch_steps",
-        "model_max_epochs",
-        "model_patience",
-        "holdout_ratio",
-        "max_holdout",
-    ),
-    "reward": (
-        "reward_hidden",
-        "model_lr",
-        "model_batch_size",
-        "model_epoch_steps",
-        "model_max_epochs",
-        "model_patience",
-        "holdout_ratio",
-        "max_holdout",
-    ),
-    "diffusion": (
-        "horizon",
-        "denoiser",
-        "n_diffusion_steps",
-        "predict_epsilon",
-        "mlp_width",
-        "mlp_blocks",
-        "unet_dim",
-        "unet_dim_mults",
-        "dm_steps",
-        "dm_batch_size",
-        "dm_lr",
-        "ema_decay",
-    ),
+    "dynamics": f"n_members n_elites dynamics_hidden max_holdout {_FIT}".split(),
+    "reward": f"reward_hidden max_holdout {_FIT}".split(),
+    "diffusion": "horizon denoiser n_diffusion_steps predict_epsilon mlp_width mlp_blocks unet_dim "
+    "unet_dim_mults dm_steps dm_batch_size dm_lr ema_decay".split(),
 }
 
 
