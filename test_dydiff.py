@@ -1083,7 +1083,9 @@ def test_td3bc_baseline_skips_models(workdir, capsys):
 
 
 def test_second_run_reuses_cached_models(workdir, capsys):
-    assert run_main(workdir, "--smoke", "--updates", "150") == 0
+    assert run_main(workdir, "--smoke", "--updates", "150", "--seed", "5") == 0
+    assert "loaded from cache" not in capsys.readouterr().out  # a new seed trains its models
+    assert run_main(workdir, "--smoke", "--updates", "150", "--seed", "5") == 0
     out = capsys.readouterr().out
     for name in ("dynamics", "reward", "diffusion"):
         assert f"{name}: loaded from cache" in out
