@@ -1156,7 +1156,8 @@ def test_interrupt_then_resume(workdir, capsys, monkeypatch):
 
 
 def test_resume_rejects_other_config_and_corrupt_checkpoint(workdir, capsys):
-    run = run_dirs(workdir, "td3bc")[0]
+    assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "6", "--updates", "150") == 0
+    (run,) = run_dirs(workdir, "td3bc__6")
     assert run_main(workdir, "--resume", str(run), "--keep-ratio", "0.3") == 2
     assert "another configuration" in capsys.readouterr().err
     bad = workdir / "runs" / "corrupt"
