@@ -2,7 +2,7 @@
 
     python benchmarks/speed.py [--threads N] [--quick] [--run-dir runs/<run>]
 
-Items: TD3+BC updates/s (against /work/shared/bench/td3bc_plain.py run here as a subprocess with the
+Items: TD3+BC updates/s (against ../shared/bench/td3bc_plain.py run here as a subprocess with the
 same threads and batch), diffusion-model training steps/s (MLP default and U-Net), one DyDiff
 synthesis round, one dynamics-ensemble epoch, 100 evaluation episodes on maze2d-umaze, and the peak
 RSS of this process. --run-dir adds the phase times of a finished run (its summary.json).
@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 import dydiff  # noqa: E402
 import train_offline as drv  # noqa: E402
 
-PLAIN = Path("/work/shared/bench/td3bc_plain.py")
+PLAIN = ROOT.parent / "shared" / "bench" / "td3bc_plain.py"  # the team's yardstick, beside the repo
 S_DIM, A_DIM = 4, 2  # maze2d sizes
 
 
