@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
+import matplotlib
 import minari
 import numpy as np
 import torch
@@ -38,12 +39,16 @@ with contextlib.redirect_stderr(io.StringIO()):  # its import prints a notice ab
     import gymnasium_robotics
 from gymnasium_robotics.envs.maze.maps import GOAL, LARGE_MAZE, MEDIUM_MAZE, U_MAZE
 from gymnasium_robotics.envs.maze.maze_v4 import Maze
+from matplotlib.patches import Rectangle
 from minari.data_collector import EpisodeBuffer
 from minari.storage.datasets_root_dir import get_dataset_path
 from minari.utils import RandomPolicy, get_average_reference_score
 from tqdm import tqdm
 
 import dydiff
+
+matplotlib.use("Agg")  # files only, no window
+import matplotlib.pyplot as plt  # noqa: E402
 
 gym.register_envs(gymnasium_robotics)  # registers the PointMaze_* environments
 
@@ -974,11 +979,6 @@ def git_commit() -> str | None:
 # ---- Pictures ----
 def plot_learning_curve(curves: dict[str, list[list[dict]]], path: Path, title: str) -> None:
     """Normalised score against updates; several seeds: mean line and a +-std band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, runs in curves.items():
         runs = [evals(rows) for rows in runs if evals(rows)]
@@ -1005,16 +1005,10 @@ def draw_maze(ax, maze: Maze) -> None:
         for j, cell in enumerate(row):
             if cell == 1:
                 x, y = maze.cell_rowcol_to_xy(np.array([i, j]))
-                ax.add_patch(matplotlib_rectangle((x - s / 2, y - s / 2), s, s, color="0.6"))
+                ax.add_patch(Rectangle((x - s / 2, y - s / 2), s, s, color="0.6"))
     ax.set_xlim(-maze.x_map_center, maze.x_map_center)
     ax.set_ylim(-maze.y_map_center, maze.y_map_center)
     ax.set_aspect("equal")
-
-
-def matplotlib_rectangle(*args, **kwargs):
-    from matplotlib.patches import Rectangle
-
-    return Rectangle(*args, **kwargs)
 
 
 def plot_maze_trajectories(
@@ -1026,11 +1020,6 @@ def plot_maze_trajectories(
     n: int = 12,
 ) -> None:
     """Real windows of the data beside DyDiff trajectories of the final policy, over the walls."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     cfg, m = trainer.cfg, trainer.models
     env = make_eval_env(dataset, task)
     maze = env.unwrapped.maze
@@ -1136,11 +1125,6 @@ def rollout_error(args: argparse.Namespace) -> None:
 
 
 def report_rollout_error(results: dict, h: int, args, cfg: dydiff.Config) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path("results")
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
     for ax, (name, errors) in zip(axes[0], results.items()):
