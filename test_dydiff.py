@@ -1203,3 +1203,14 @@ def test_interrupted_write_keeps_previous_checkpoint(tmp_path):
         )
     assert torch.load(path, weights_only=False)["updates"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
+
+
+def test_in_walls_marks_wall_cells_only():
+    env = T._make_env("PointMaze_UMaze-v3")
+    maze = env.unwrapped.maze
+    cells = [(i, j) for i in range(len(maze.maze_map)) for j in range(len(maze.maze_map[0]))]
+    xy = np.array([maze.cell_rowcol_to_xy(np.array(c)) for c in cells])
+    states = np.concatenate([xy, np.zeros_like(xy)], 1)  # (x, y, vx, vy)
+    expected = [maze.maze_map[i][j] == 1 for i, j in cells]
+    assert T.in_walls(states, maze).tolist() == expected
+    env.close()

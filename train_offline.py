@@ -1110,26 +1110,36 @@ def rollout_error(args: argparse.Namespace) -> None:
                 a = pi(torch.as_tensor(sim[k, t - 1][None], device=device))[0].cpu().numpy()
                 sim[k, t] = _state(env.step(a)[0])
         start = torch.as_tensor(s0, device=device)
-        errors = {}
-        for label, m_rounds in (
-            ("dynamics (single-step)", 0),
-            (f"DyDiff (M={cfg.iterations})", cfg.iterations),
-        ):
+        results[name] = {"simulator": {"in_walls": float(in_walls(sim[:, 1:], maze).mean())}}
+        for m_rounds in sorted({0, 1, cfg.iterations, 4}):
+            label = "dynamics (single-step)" if m_rounds == 0 else f"DyDiff M={m_rounds}"
             states, _ = dydiff.dydiff_rollout(
                 start, pi, models["dynamics"], models["diffusion"], h, m_rounds
             )
-            errors[label] = ((states.cpu().numpy() - sim) ** 2).mean((0, 2)).tolist()
-        results[name] = errors
+            states = states.cpu().numpy()
+            results[name][label] = {
+                "mse": ((states - sim) ** 2).mean((0, 2)).tolist(),
+                "in_walls": float(in_walls(states[:, 1:], maze).mean()),
+            }
     env.close()
     report_rollout_error(results, h, args, cfg)
+
+
+def in_walls(states: np.ndarray, maze: Maze) -> np.ndarray:
+    """Whether each state's (x, y) lies inside a wall cell: impossible in the simulator."""
+    grid = np.asarray(maze.maze_map) == 1
+    i = np.floor((maze.y_map_center - states[..., 1]) / maze.maze_size_scaling).astype(int)
+    j = np.floor((states[..., 0] + maze.x_map_center) / maze.maze_size_scaling).astype(int)
+    return grid[i.clip(0, grid.shape[0] - 1), j.clip(0, grid.shape[1] - 1)]
 
 
 def report_rollout_error(results: dict, h: int, args, cfg: dydiff.Config) -> None:
     out = Path("results")
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
-    for ax, (name, errors) in zip(axes[0], results.items()):
-        for label, e in errors.items():
-            ax.plot(range(1, h), e[1:], label=label)
+    for ax, (name, methods) in zip(axes[0], results.items()):
+        for label, r in methods.items():
+            if "mse" in r:
+                ax.plot(range(1, h), r["mse"][1:], label=label)
         ax.set(yscale="log", xlabel="rollout step h", ylabel="MSE vs simulator", title=name)
         ax.grid(alpha=0.3)
         ax.legend()
@@ -1146,24 +1156,31 @@ def report_rollout_error(results: dict, h: int, args, cfg: dydiff.Config) -> Non
             "seed": args.seed,
             "horizon": h,
             "iterations": cfg.iterations,
-            "mse_per_step": results,
+            "per_method": results,
         },
         out / f"rollout_error{tag}.json",
     )
-    for name, errors in results.items():
-        (dyn, dm) = errors.values()
+    for name, methods in results.items():
+        dyn, dm = (
+            methods["dynamics (single-step)"]["mse"],
+            methods[f"DyDiff M={cfg.iterations}"]["mse"],
+        )
         cross = next(
             (t for t in range(1, h) if dm[t] < dyn[t] and all(dm[u] < dyn[u] for u in range(t, h))),
             None,
         )
-        print(f"\n{name}: per-step MSE (h: dynamics / DyDiff)")
+        labels = [k for k in methods if "mse" in methods[k]]
+        print(f"\n{name}: per-step MSE against the simulator")
+        print("  h    " + "".join(f"{k:>24}" for k in labels))
         for t in sorted({1, 2, 4, 8, 16, h - 1}):
             if t < h:
-                print(f"  h={t:3d}: {dyn[t]:.4g} / {dm[t]:.4g}")
+                print(f"  {t:<5d}" + "".join(f"{methods[k]['mse'][t]:>24.4g}" for k in labels))
+        walls = ", ".join(f"{k} {r['in_walls']:.1%}" for k, r in methods.items())
+        print(f"  states inside walls: {walls}")
         print(
-            f"  DyDiff below the single-step model from h = {cross} on"
+            f"  DyDiff M={cfg.iterations} below the single-step model from h = {cross} on"
             if cross
-            else "  DyDiff does not stay below the single-step model"
+            else f"  DyDiff M={cfg.iterations} does not stay below the single-step model"
         )
     print(f"\nwrote {out}/rollout_error{tag}.png and .json")
 
