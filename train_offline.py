@@ -1093,7 +1093,7 @@ def rollout_error(args: argparse.Namespace) -> None:
         s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
         agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), cfg)
         agent.load_state_dict(ckpt["trainer"]["agent"])
-        policies[f"TD3+BC policy ({Path(args.policy_run).name})"] = agent.act
+        policies["trained TD3+BC policy (--policy-run)"] = agent.act
     n, h = (16 if args.smoke else 256), cfg.horizon
     rng = np.random.default_rng(args.seed)
     s0 = data["observations"][rng.choice(len(data["observations"]), n, replace=False)]
