@@ -1066,6 +1066,9 @@ def test_smoke_cli_end_to_end(workdir):
     ):
         assert (run / name).stat().st_size > 0, name
     rows = read_metrics(run)
+    assert [r["phase"] for r in rows][:3] == ["dynamics", "dynamics", "reward"]  # 2 epochs each
+    assert {r["phase"] for r in rows} == {"dynamics", "reward", "diffusion", "rl"}
+    assert all(float(r["holdout_mse"]) > 0 for r in rows if r["phase"] in ("dynamics", "reward"))
     scored = [r for r in rows if r["score"]]
     assert [int(r["update"]) for r in scored] == [150, 300]
     assert all(float(r["kept_trajectories"]) == round(0.6 * 64) for r in scored)
@@ -1098,7 +1101,6 @@ def test_help_lists_every_config_flag(workdir, capsys):
     assert "--unet-dim-mults" in out and "--predict-epsilon" in out
 
 
-
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -1109,12 +1111,16 @@ def test_help_lists_every_config_flag(workdir, capsys):
         (["--real-ratio", "-0.1"], "real_ratio must be in [0, 1]"),
         (["--updates", "0"], "updates must be positive"),
         (["--rollout-batch-size", "-4"], "rollout_batch_size must be positive"),
+        (["--dataset-size", "0"], "--dataset-size must be positive"),
+        (["--horizon", "400"], "no episode is at least horizon=400 steps long"),
+        (["--eval-episodes", "-1"], "--eval-episodes must be positive"),
     ],
 )
 def test_bad_settings_one_line_error(workdir, capsys, argv, message):
     assert run_main(workdir, "--smoke", *argv) == 2
     err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -592,6 +592,11 @@ SMOKE = dict(
 
 def make_config(args: argparse.Namespace, task: Task, device: str) -> dydiff.Config:
     """Config defaults <- the task's row <- --smoke <- flags given on the command line."""
+    for flag in ("dataset_size", "eval_episodes"):
+        if getattr(args, flag) is not None and getattr(args, flag) <= 0:
+            raise UserError(f"invalid setting: --{flag.replace('_', '-')} must be positive")
+    if args.threads < 0:
+        raise UserError("invalid setting: --threads must be >= 0")
     values = {"updates": task.updates, "horizon": task.horizon}
     if args.smoke:
         values |= SMOKE
@@ -708,17 +713,28 @@ def pretrain(
             print(f"{name}: loaded from cache {path.parent}")
             continue
         torch.manual_seed(seed)
-        if name == "diffusion":
-            with tqdm(total=cfg.dm_steps, desc="diffusion model", unit="step") as bar:
-                model = dydiff.train_diffusion(
-                    data, cfg, lambda s, m: (bar.update(s - bar.n), bar.set_postfix(m))
-                )
-            info[name] = {"final_loss": None}
-        else:
-            train = dydiff.train_dynamics if name == "dynamics" else dydiff.train_reward_model
-            with tqdm(total=cfg.model_max_epochs, desc=f"{name} model", unit="epoch") as bar:
-                model, errors = train(data, cfg, lambda e, m: (bar.update(1), bar.set_postfix(m)))
-            info[name] = {"holdout_mse": errors.tolist()}
+        curve: list[dict] = []  # becomes this phase's rows of metrics.csv
+        total, unit = (
+            (cfg.dm_steps, "step") if name == "diffusion" else (cfg.model_max_epochs, "epoch")
+        )
+        with tqdm(total=total, desc=f"{name} model", unit=unit) as bar:
+
+            def log(step: int, metrics: dict) -> None:
+                bar.update(step - bar.n)
+                bar.set_postfix(metrics)
+                curve.append({"update": step, "phase": name} | metrics)
+
+            try:
+                if name == "diffusion":
+                    model = dydiff.train_diffusion(data, cfg, log)
+                    info[name] = {"final_loss": curve[-1]["loss"]}
+                else:
+                    fit = dydiff.train_dynamics if name == "dynamics" else dydiff.train_reward_model
+                    model, errors = fit(data, cfg, log)
+                    info[name] = {"holdout_mse": errors.tolist()}
+            except ValueError as e:  # settings that do not fit this data, e.g. a horizon too long
+                raise UserError(f"{name} model: {e}") from None
+        info[name]["curve"] = curve
         models[name] = model
         save_torch({"state": model.state_dict(), "info": info[name]}, path)
         times[name] = time.time() - start
@@ -729,6 +745,8 @@ def pretrain(
 CSV_COLUMNS = (
     "update",
     "phase",
+    "loss",
+    "holdout_mse",
     "critic_loss",
     "actor_loss",
     "score",
@@ -837,7 +855,7 @@ def train(args: argparse.Namespace) -> None:
     if args.algo == "dydiff":
         models, model_info = pretrain(data, dataset_id, cfg, args.seed, cache, times)
     trainer = dydiff.DyDiffTrainer(cfg, data, models, termination_fn(task))
-    rows: list[dict] = []
+    rows = [row for m in model_info.values() for row in m.get("curve", [])]  # pretraining, RL
     identity = run_identity(args, cfg)
     if ckpt is not None:
         trainer.load_state_dict(ckpt["trainer"])
@@ -877,13 +895,13 @@ def train(args: argparse.Namespace) -> None:
     bar = tqdm(total=cfg.updates, initial=trainer.updates, desc=f"{args.algo} updates", unit="upd")
 
     def log(update: int, metrics: dict) -> None:
+        rows.append(
+            {"update": update, "phase": "rl", "time": round(time.time() - start, 1)} | metrics
+        )
         bar.update(update - bar.n)
         shown = {k: f"{metrics[k]:.3g}" for k in ("critic_loss", "score") if k in metrics}
         bar.set_postfix(
             shown | ({"best": f"{max(r['score'] for r in evals(rows)):.1f}"} if evals(rows) else {})
-        )
-        rows.append(
-            {"update": update, "phase": "rl", "time": round(time.time() - start, 1)} | metrics
         )
         if "score" in metrics:  # an evaluation: save what we have
             write_metrics(rows, run_dir / "metrics.csv")
@@ -937,7 +955,7 @@ def finish(
         "best_score": best,
         "final_return": rows[-1].get("return") if rows else None,
         "phase_seconds": {k: round(v, 1) for k, v in times.items()},
-        "models": model_info,
+        "models": {k: {n: v for n, v in m.items() if n != "curve"} for k, m in model_info.items()},
         "smoke": args.smoke,
         "commit": git_commit(),
         "command": " ".join(sys.argv),
@@ -1188,7 +1206,7 @@ def report_rollout_error(results: dict, h: int, args, cfg: dydiff.Config) -> Non
 # ---- Entry point ----
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads:
+    if args.threads > 0:  # (a negative value is reported by make_config)
         torch.set_num_threads(args.threads)
     try:
         if args.experiment == "rollout-error":
