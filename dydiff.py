@@ -594,6 +594,17 @@ class RewardModel(nn.Module):
         return self(sa.reshape(1, -1, sa.shape[-1])).reshape(sa.shape[:-1])
 
 
+def build_dynamics(cfg: Config, state_dim: int, action_dim: int) -> EnsembleDynamics:
+    model = EnsembleDynamics(
+        state_dim, action_dim, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden
+    )
+    return model.to(cfg.device)
+
+
+def build_reward_model(cfg: Config, state_dim: int, action_dim: int) -> RewardModel:
+    return RewardModel(state_dim, action_dim, cfg.reward_hidden).to(cfg.device)
+
+
 # =====================================================================================================
 # 5. TD3+BC
 # =====================================================================================================
@@ -825,10 +836,7 @@ def fit_with_holdout(
 def train_dynamics(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
     """Fit the ensemble on (s, a) -> s' - s; elites are the members with the lowest holdout MSE."""
     sa, delta, _ = _inputs(data, cfg.device)
-    s_dim = delta.shape[1]
-    model = EnsembleDynamics(
-        s_dim, sa.shape[1] - s_dim, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden
-    ).to(cfg.device)
+    model = build_dynamics(cfg, delta.shape[1], sa.shape[1] - delta.shape[1])
     model.input_norm.fit_zscore(sa)
     errors = fit_with_holdout(model, sa, delta, cfg, log)
     model.elites.copy_(errors.argsort()[: cfg.n_elites])
@@ -839,7 +847,7 @@ def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable |
     """Fit r(s, a) with MSE on the dataset's rewards."""
     sa, _, r = _inputs(data, cfg.device)
     s_dim = data["observations"].shape[1]
-    model = RewardModel(s_dim, sa.shape[1] - s_dim, cfg.reward_hidden).to(cfg.device)
+    model = build_reward_model(cfg, s_dim, sa.shape[1] - s_dim)
     model.input_norm.fit_zscore(sa)
     return model, fit_with_holdout(model, sa, r, cfg, log)
 

@@ -701,15 +701,11 @@ def pretrain(
         start = time.time()
         if path.exists():
             saved = load_torch(path, "cached model")
-            model = {
-                "dynamics": lambda: dydiff.EnsembleDynamics(
-                    s_dim, a_dim, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden
-                ),
-                "reward": lambda: dydiff.RewardModel(s_dim, a_dim, cfg.reward_hidden),
-                "diffusion": lambda: dydiff.build_diffusion(cfg, s_dim, a_dim),
-            }[name]()
+            build = {"dynamics": dydiff.build_dynamics, "reward": dydiff.build_reward_model,
+                     "diffusion": dydiff.build_diffusion}[name]  # fmt: skip
+            model = build(cfg, s_dim, a_dim)
             model.load_state_dict(saved["state"])
-            models[name], info[name] = model.to(cfg.device), saved["info"]
+            models[name], info[name] = model, saved["info"]
             print(f"{name}: loaded from cache {path.parent}")
             continue
         torch.manual_seed(seed)
