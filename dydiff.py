@@ -11,10 +11,10 @@ mix of real and synthetic transitions.
 Sections, in the order of the algorithm:
   1. Config ........................ every hyperparameter, one line each
   2. Data .......................... normalisers, replay buffer, diffusion windows
-  3. Diffusion model ............... MLP and temporal U-Net denoisers, DDPM with inpainting (Sec. 4.1)
+  3. Diffusion model ............... MLP and temporal U-Net denoisers, DDPM with inpainting
   4. Dynamics and reward models .... MBPO-style probabilistic ensemble, reward MLP
   5. TD3+BC ........................ the offline RL learner (Fujimoto & Gu 2021)
-  6. DyDiff rollout ................ policy injection (Sec. 4.2, Alg. 1), reward filtering (Sec. 4.3)
+  6. DyDiff rollout ................ policy injection, reward filtering
   7. Training ...................... pretraining the models, the DyDiff+TD3BC loop
 
 Departures from the authors' code, each marked where it happens: DDPM with few steps instead of EDM
@@ -47,7 +47,7 @@ class Config:
     updates: int = 100_000  # TD3+BC gradient updates
     eval_every: int = 2_500  # updates between evaluations
     device: str = "cpu"  # torch device for every tensor and model
-    # --- DyDiff rollouts (Alg. 1)
+    # --- DyDiff rollouts
     horizon: int = 32  # H: steps per synthetic trajectory (and DM window length)
     iterations: int = 2  # M: policy-injection rounds (2 in every published config)
     rollout_batch_size: int = 1024  # trajectories synthesised per round (authors: 2048)
@@ -699,7 +699,7 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
     policy maps states [..., S] to actions [..., A]; dynamics is an EnsembleDynamics, diffusion a
     GaussianDiffusion (unused when iterations = 0).
 
-    Initial rollout (Alg. 1): a_i = pi(s_i), s_{i+1} = f(s_i, a_i) with the dynamics ensemble.
+    Initial rollout: a_i = pi(s_i), s_{i+1} = f(s_i, a_i) with the dynamics ensemble.
     Then M = `iterations` rounds of policy injection: the DM resamples all states with s0 and the
     current actions inpainted (fresh noise each round), the new states are AVERAGED with the old ones
     (as in the authors' code), and every action is recomputed as pi(state) in one batch. So the final
@@ -721,7 +721,7 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
 def filter_trajectories(
     returns: torch.Tensor, keep_ratio: float, mode: str = "hardmax", temperature: float = 0.05
 ) -> torch.Tensor:
-    """Indices of the trajectories to keep, ranked by predicted return (Sec. 4.3).
+    """Indices of the trajectories to keep, ranked by predicted return.
 
     hardmax: the top keep_ratio. softmax: keep_ratio of them sampled without replacement with
     probability proportional to exp(z / temperature), z the standardised return.
@@ -892,7 +892,7 @@ def check_finite(value: torch.Tensor, phase: str) -> None:
 
 
 class DyDiffTrainer:
-    """The DyDiff+TD3BC loop (Alg. 1). Without models it is the plain TD3+BC baseline.
+    """The DyDiff+TD3BC loop. Without models it is the plain TD3+BC baseline.
 
     Every rollout_every updates (starting at once) synthesise() turns rollout_batch_size start
     states drawn from the real data into filtered synthetic transitions in a FIFO buffer; every
