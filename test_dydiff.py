@@ -1220,3 +1220,17 @@ def test_in_walls_marks_wall_cells_only():
     expected = [maze.maze_map[i][j] == 1 for i, j in cells]
     assert T.in_walls(states, maze).tolist() == expected
     env.close()
+
+
+def test_rollout_error_experiment(workdir):
+    """The Fig. 3 experiment end to end on smoke sizes: per-step errors for every method, and the
+    simulator (the PointMaze state set from x, y, vx, vy) never puts the ball inside a wall."""
+    assert run_main(workdir, "--experiment", "rollout-error", "--smoke") == 0
+    result = json.loads((workdir / "runs" / "rollout_error_smoke.json").read_text())
+    methods = result["per_method"]["expert"]
+    assert methods["simulator"]["in_walls"] == 0.0
+    for label in ("dynamics (single-step)", "DyDiff M=1", "DyDiff M=2", "DyDiff M=4"):
+        mse = methods[label]["mse"]
+        assert len(mse) == result["horizon"] == 8 and mse[0] == 0.0  # s0 is the data's state
+        assert all(m >= 0 for m in mse) and 0 <= methods[label]["in_walls"] <= 1
+    assert (workdir / "runs" / "rollout_error_smoke.png").stat().st_size > 0

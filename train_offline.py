@@ -1148,7 +1148,7 @@ def in_walls(states: np.ndarray, maze: Maze) -> np.ndarray:
 
 
 def report_rollout_error(results: dict, h: int, args, cfg: dydiff.Config) -> None:
-    out = Path("results")
+    out = Path(args.out)  # the README's command passes --out results
     fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
     for ax, (name, methods) in zip(axes[0], results.items()):
         for label, r in methods.items():
