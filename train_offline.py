@@ -576,18 +576,8 @@ def _ints(s: str) -> tuple:
 
 
 # Tiny sizes for --smoke: every phase runs, in seconds; the score means nothing.
-SMOKE = dict(
-    updates=300,
-    eval_every=150,
-    horizon=8,
-    rollout_batch_size=64,
-    rollout_every=100,
-    dm_steps=50,
-    mlp_width=64,
-    model_epoch_steps=20,
-    model_max_epochs=2,
-    unet_dim=8,
-)
+SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, rollout_every=100,
+             dm_steps=50, mlp_width=64, model_epoch_steps=20, model_max_epochs=2, unet_dim=8)  # fmt: skip
 
 
 def make_config(args: argparse.Namespace, task: Task, device: str) -> dydiff.Config:
@@ -738,22 +728,8 @@ def pretrain(
 
 
 # ---- The run ----
-CSV_COLUMNS = (
-    "update",
-    "phase",
-    "loss",
-    "holdout_mse",
-    "critic_loss",
-    "actor_loss",
-    "score",
-    "return",
-    "kept_trajectories",
-    "kept_transitions",
-    "return_kept",
-    "return_all",
-    "synthetic_rows",
-    "time",
-)
+CSV_COLUMNS = ("update phase loss holdout_mse critic_loss actor_loss score return kept_trajectories "
+               "kept_transitions return_kept return_all synthetic_rows time").split()  # fmt: skip
 
 
 def write_metrics(rows: list[dict], path: Path) -> None:
