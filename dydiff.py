@@ -2,25 +2,16 @@
 
 Zhao et al., "Long-Horizon Rollout via Dynamics Diffusion for Offline Reinforcement Learning",
 arXiv 2405.19189. A diffusion model (DM) learns windows of H consecutive (state, action) rows of the
-offline data. Its own policy is the data's behaviour policy, so DyDiff *injects* the learning policy:
-a single-step dynamics model makes a policy-consistent first rollout, then M times the DM resamples
-the states with the first state and all actions fixed (inpainting) and every action is recomputed as
-pi(state). A reward model scores each synthetic trajectory, the best are kept, and TD3+BC trains on a
-mix of real and synthetic transitions.
+offline data, so on its own it imagines the data's behaviour policy. DyDiff injects the learning
+policy: a single-step dynamics model makes a policy-consistent first rollout, then M times the DM
+resamples the states with the first state and all actions fixed (inpainting) and every action is
+recomputed as pi(state). A reward model scores the trajectories, the best are kept, and TD3+BC
+trains on a mix of real and synthetic transitions.
 
-Sections, in the order of the algorithm:
-  1. Config ........................ every hyperparameter, one line each
-  2. Data .......................... normalisers, replay buffer, diffusion windows
-  3. Diffusion model ............... MLP and temporal U-Net denoisers, DDPM with inpainting
-  4. Dynamics and reward models .... MBPO-style probabilistic ensemble, reward MLP
-  5. TD3+BC ........................ the offline RL learner (Fujimoto & Gu 2021)
-  6. DyDiff rollout ................ policy injection, reward filtering
-  7. Training ...................... pretraining the models, the DyDiff+TD3BC loop
-
-Departures from the authors' code, each marked where it happens: DDPM with few steps instead of EDM
-(so it runs on a CPU); the canonical deterministic TD3+BC actor instead of their tanh-Gaussian one;
-a small MLP denoiser by default on the CPU (the temporal U-Net is here and selectable).
-
+Sections, in the order of the algorithm: 1. Config  2. Data  3. Diffusion model (MLP and temporal
+U-Net denoisers, DDPM with inpainting)  4. Dynamics ensemble and reward model  5. TD3+BC
+6. DyDiff rollout (policy injection, reward filtering)  7. Training (pretraining, the RL loop).
+Departures from the authors' code are listed once, in README.md; a comment marks each place.
 Depends on torch and numpy only: environments, datasets and files live in train_offline.py.
 """
 
@@ -28,7 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -36,17 +27,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# =====================================================================================================
-# 1. Config
-# =====================================================================================================
 
-
+# ---- 1. Config ------------------------------------------------------------------------------------
 @dataclass
 class Config:
+    device: str = "cpu"  # torch device for every tensor and model
     # --- the run
     updates: int = 100_000  # TD3+BC gradient updates
     eval_every: int = 2_500  # updates between evaluations
-    device: str = "cpu"  # torch device for every tensor and model
     # --- DyDiff rollouts
     horizon: int = 32  # H: steps per synthetic trajectory (and DM window length)
     iterations: int = 2  # M: policy-injection rounds (2 in every published config)
@@ -92,53 +80,45 @@ class Config:
     alpha: float = 2.5  # weight of the Q term against behaviour cloning
 
     def validate(self) -> None:
-        """Raise ValueError with a one-line message for settings that cannot work."""
-        for f in fields(self):  # every integer setting but M counts something: > 0
-            value = getattr(self, f.name)
-            if type(value) is int and f.name != "iterations" and value <= 0:
-                raise ValueError(f"{f.name} must be positive, got {value}")
-        if self.iterations < 0:
-            raise ValueError(f"iterations must be >= 0, got {self.iterations}")
-        if not 0 < self.keep_ratio <= 1:
-            raise ValueError(f"keep_ratio must be in (0, 1], got {self.keep_ratio}")
-        if not 0 <= self.real_ratio <= 1:
-            raise ValueError(f"real_ratio must be in [0, 1], got {self.real_ratio}")
-        if not 0 < self.holdout_ratio < 1:
-            raise ValueError(f"holdout_ratio must be in (0, 1), got {self.holdout_ratio}")
-        if self.horizon < 2:
-            raise ValueError(f"horizon must be at least 2, got {self.horizon}")
-        if self.n_elites > self.n_members:
-            raise ValueError(
-                f"n_elites ({self.n_elites}) cannot exceed n_members ({self.n_members})"
-            )
-        if self.filter not in ("hardmax", "softmax"):
-            raise ValueError(f"filter must be 'hardmax' or 'softmax', got {self.filter!r}")
-        if self.denoiser not in ("mlp", "unet"):
-            raise ValueError(f"denoiser must be 'mlp' or 'unet', got {self.denoiser!r}")
-        if self.denoiser == "unet":
+        """Raise ValueError, one line, for the first setting outside its meaning."""
+
+        def check(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
+
+        counts = """updates eval_every horizon rollout_batch_size rollout_every synthetic_capacity
+            n_diffusion_steps mlp_width mlp_blocks unet_dim dm_steps dm_batch_size n_members
+            n_elites dynamics_hidden reward_hidden model_batch_size model_epoch_steps
+            model_max_epochs model_patience max_holdout batch_size policy_freq"""
+        for name in counts.split():
+            check(getattr(self, name) >= 1, name, "positive")
+        for name in ("lr", "dm_lr", "model_lr", "temperature"):
+            check(getattr(self, name) > 0, name, "> 0")
+        for name in ("iterations", "policy_noise", "noise_clip", "alpha"):
+            check(getattr(self, name) >= 0, name, ">= 0")
+        for name in ("gamma", "ema_decay"):  # a discount or decay of 1 never forgets
+            check(0 <= getattr(self, name) < 1, name, "in [0, 1)")
+        for name in ("keep_ratio", "tau"):
+            check(0 < getattr(self, name) <= 1, name, "in (0, 1]")
+        check(0 <= self.real_ratio <= 1, "real_ratio", "in [0, 1]")
+        check(0 < self.holdout_ratio < 1, "holdout_ratio", "in (0, 1)")
+        check(self.horizon >= 2, "horizon", "at least 2")
+        check(self.n_elites <= self.n_members, "n_elites", f"at most n_members={self.n_members}")
+        check(self.filter in ("hardmax", "softmax"), "filter", "'hardmax' or 'softmax'")
+        check(self.denoiser in ("mlp", "unet"), "denoiser", "'mlp' or 'unet'")
+        check(self.predict_epsilon in (True, False), "predict_epsilon", "true or false")
+        check(all(m >= 1 for m in self.unet_dim_mults), "unet_dim_mults", "positive integers")
+        if self.denoiser == "unet":  # GroupNorm(8), and each level halves the horizon
+            check(self.unet_dim % 8 == 0, "unet_dim", "a multiple of 8")
             down = 2 ** (len(self.unet_dim_mults) - 1)
-            if self.horizon % down:
-                raise ValueError(
-                    f"horizon {self.horizon} must be divisible by {down} for a U-Net "
-                    f"with {len(self.unet_dim_mults)} levels"
-                )
-            if self.unet_dim % 8:
-                raise ValueError(
-                    f"unet_dim must be a multiple of 8 (GroupNorm), got {self.unet_dim}"
-                )
+            check(self.horizon % down == 0, "horizon", f"divisible by {down} for this U-Net")
 
 
-# =====================================================================================================
-# 2. Data
-# =====================================================================================================
-
-
+# ---- 2. Data --------------------------------------------------------------------------------------
 class Normalizer(nn.Module):
-    """x -> (x - shift) / scale and back. Buffers, so a model's state_dict carries its normaliser.
-
-    fit_zscore: mean and std (RL learner, dynamics inputs; eps 1e-3 as in TD3+BC).
-    fit_limits: min and max to [-1, 1] (the DM, as the authors' "limits" normaliser).
-    """
+    """x -> (x - shift) / scale and back; buffers, so a model's state_dict carries its normaliser.
+    fit_zscore: TD3+BC's (eps 1e-3), for the learner and the model inputs. fit_limits: min and max
+    to [-1, 1], the authors' "limits" normaliser of the DM."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -164,83 +144,56 @@ class Normalizer(nn.Module):
 
 
 class ReplayBuffer:
-    """Transitions as one [capacity, fields] tensor on the device: one gather per batch, not five.
-
-    Used for the real data (filled once) and for synthetic data (FIFO: the oldest rows are
-    overwritten once it is full).
-    """
+    """Transitions in tensors on the device: the real data (filled once) and the synthetic data
+    (FIFO: once full, the oldest rows are overwritten)."""
 
     def __init__(self, state_dim: int, action_dim: int, capacity: int, device: str):
-        self.sizes = dict(
-            states=state_dim, actions=action_dim, rewards=1, next_states=state_dim, dones=1
-        )
-        self.rows = torch.zeros(capacity, sum(self.sizes.values()), device=device)
+        dims = dict(states=state_dim, actions=action_dim, rewards=1, next_states=state_dim, dones=1)
+        self.data = {k: torch.zeros(capacity, d, device=device) for k, d in dims.items()}
         self.capacity, self.size, self.pos = capacity, 0, 0
 
     def add(self, batch: dict[str, torch.Tensor]) -> None:
-        new = torch.cat([batch[k].reshape(len(batch[k]), -1).float() for k in self.sizes], 1)
-        new = new[-self.capacity :]  # a batch larger than the buffer keeps its newest rows
-        idx = (self.pos + torch.arange(len(new), device=new.device)) % self.capacity
-        self.rows[idx] = new.to(self.rows.device)
-        self.pos = (self.pos + len(new)) % self.capacity
-        self.size = min(self.size + len(new), self.capacity)
+        n = min(len(batch["states"]), self.capacity)  # a batch larger than the buffer: its newest
+        idx = (self.pos + torch.arange(n)) % self.capacity
+        for k, v in self.data.items():
+            v[idx.to(v.device)] = batch[k][-n:].reshape(n, -1).float().to(v.device)
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.size + n, self.capacity)
 
-    def sample(self, n: int) -> torch.Tensor:
-        return self.rows[torch.randint(0, self.size, (n,), device=self.rows.device)]
-
-    def split(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
-        """[B, fields] -> {"states": [B, S], "actions": [B, A], "rewards": [B, 1], ...} (views)."""
-        return dict(zip(self.sizes, rows.split(list(self.sizes.values()), dim=1)))
+    def sample(self, n: int) -> dict[str, torch.Tensor]:
+        idx = torch.randint(0, self.size, (n,), device=self.data["states"].device)
+        return {k: v[idx] for k, v in self.data.items()}
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows[: self.size].clone(), "pos": self.pos}
+        return {"data": {k: v[: self.size].clone() for k, v in self.data.items()}, "pos": self.pos}
 
     def load_state_dict(self, d: dict) -> None:
-        self.size = len(d["rows"])
-        self.rows[: self.size] = d["rows"].to(self.rows.device)
-        self.pos = d["pos"]
+        self.size, self.pos = len(d["data"]["states"]), d["pos"]
+        for k, v in d["data"].items():
+            self.data[k][: self.size] = v.to(self.data[k].device)
 
 
 def sample_mixed(real: ReplayBuffer, synthetic: ReplayBuffer, n: int, real_ratio: float):
     """A batch with real_ratio real rows and the rest synthetic; all real until the synthetic
     buffer holds at least one batch worth of rows (the authors' warm-up rule)."""
-    n_real = n if synthetic.size < n else round(n * real_ratio)
-    rows = real.sample(n_real)
-    if n_real < n:
-        rows = torch.cat([rows, synthetic.sample(n - n_real)])
-    return real.split(rows)
-
-
-def data_to_buffer(data: dict[str, np.ndarray], device: str) -> ReplayBuffer:
-    """The offline dataset (arrays from the driver) as a ReplayBuffer."""
-    n, s_dim = data["observations"].shape
-    buf = ReplayBuffer(s_dim, data["actions"].shape[1], n, device)
-    names = dict(states="observations", actions="actions", rewards="rewards",
-                 next_states="next_observations", dones="terminals")  # fmt: skip
-    buf.add({k: torch.as_tensor(data[v], dtype=torch.float32) for k, v in names.items()})
-    return buf
+    if synthetic.size < n or real_ratio == 1:
+        return real.sample(n)
+    n_real = round(n * real_ratio)
+    real_rows, synthetic_rows = real.sample(n_real), synthetic.sample(n - n_real)
+    return {k: torch.cat([real_rows[k], synthetic_rows[k]]) for k in real_rows}
 
 
 def window_starts(episode_ids: np.ndarray, horizon: int) -> np.ndarray:
-    """Start rows of every window of `horizon` consecutive rows inside one episode (stride 1).
-
-    Rows of an episode are consecutive, so a window starting at i is inside one episode exactly
-    when rows i and i + horizon - 1 share an episode id. Episodes shorter than the horizon give no
-    window (the authors pad them instead; with maze episodes of ~75 steps and H = 32 few are lost).
-    The windows themselves are gathered per batch (rows[starts + arange(H)]), never materialised:
-    1M rows x H = 32 would be ~0.8 GB.
-    """
+    """Start rows of every window of `horizon` consecutive rows inside one episode (stride 1): rows
+    i and i + horizon - 1 share an episode id. Episodes shorter than the horizon give none (the
+    authors pad them). Windows are gathered per batch, never materialised (1M x 32 rows: 0.8 GB)."""
     ids = np.asarray(episode_ids)
     if len(ids) < horizon:
         return np.zeros(0, dtype=np.int64)
     return np.flatnonzero(ids[: len(ids) - horizon + 1] == ids[horizon - 1 :]).astype(np.int64)
 
 
-# =====================================================================================================
-# 3. Diffusion model
-# =====================================================================================================
-
-
+# ---- 3. Diffusion model ---------------------------------------------------------------------------
 class SinusoidalEmbedding(nn.Module):
     """Diffusion step t -> [B, dim] sin/cos features (Transformer positional encoding)."""
 
@@ -256,10 +209,8 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class MLPDenoiser(nn.Module):
-    """Residual MLP over the flattened window [B, H*D]; ~10x faster than the U-Net on a CPU.
-
-    Our default on the CPU (see README for the measurements); the authors use the U-Net below.
-    """
+    """Residual MLP over the flattened window [B, H*D]; our default, ~5x faster than the U-Net on a
+    CPU (README). The authors use the U-Net below."""
 
     def __init__(self, horizon: int, transition_dim: int, width: int = 512, n_blocks: int = 4):
         super().__init__()
@@ -325,29 +276,21 @@ class TemporalUnet(nn.Module):
         self.time_mlp = nn.Sequential(
             SinusoidalEmbedding(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim)
         )
-        last = len(in_out) - 1
-        self.downs = nn.ModuleList(
-            nn.ModuleList(
-                [
-                    ResidualTemporalBlock(cin, cout, dim),
-                    ResidualTemporalBlock(cout, cout, dim),
-                    nn.Conv1d(cout, cout, 3, stride=2, padding=1) if i < last else nn.Identity(),
-                ]
-            )
-            for i, (cin, cout) in enumerate(in_out)
-        )
+        self.downs, self.ups = nn.ModuleList(), nn.ModuleList()
+        for i, (cin, cout) in enumerate(in_out):  # two residual blocks, then halve the horizon
+            last = i == len(in_out) - 1
+            down = nn.Identity() if last else nn.Conv1d(cout, cout, 3, stride=2, padding=1)
+            blocks = [ResidualTemporalBlock(cin, cout, dim), ResidualTemporalBlock(cout, cout, dim)]
+            self.downs.append(nn.ModuleList([*blocks, down]))
         self.mid1 = ResidualTemporalBlock(dims[-1], dims[-1], dim)
         self.mid2 = ResidualTemporalBlock(dims[-1], dims[-1], dim)
-        self.ups = nn.ModuleList(
-            nn.ModuleList(
-                [
-                    ResidualTemporalBlock(cout * 2, cin, dim),
-                    ResidualTemporalBlock(cin, cin, dim),
-                    nn.ConvTranspose1d(cin, cin, 4, stride=2, padding=1),
-                ]
-            )
-            for cin, cout in reversed(in_out[1:])
-        )
+        for cin, cout in reversed(in_out[1:]):  # back up; the skip connection doubles the input
+            up = nn.ConvTranspose1d(cin, cin, 4, stride=2, padding=1)
+            blocks = [
+                ResidualTemporalBlock(2 * cout, cin, dim),
+                ResidualTemporalBlock(cin, cin, dim),
+            ]
+            self.ups.append(nn.ModuleList([*blocks, up]))
         self.final = nn.Sequential(Conv1dBlock(dim, dim), nn.Conv1d(dim, transition_dim, 1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -421,16 +364,13 @@ class GaussianDiffusion(nn.Module):
 
     @torch.no_grad()
     def update_ema(self) -> None:
-        torch._foreach_lerp_(
-            list(self.ema.parameters()), list(self.denoiser.parameters()), 1 - self.ema_decay
-        )
+        for p_ema, p in zip(self.ema.parameters(), self.denoiser.parameters()):
+            p_ema.lerp_(p, 1 - self.ema_decay)
 
     @torch.no_grad()
     def sample(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Ancestral DDPM sampling; entries where mask is True are set to `values` after each step.
-
-        values: [B, H, D] normalised (only the masked entries are read), mask: [H, D] bool.
-        """
+        """Ancestral DDPM sampling from noise; entries where mask [H, D] is True are set to values
+        [B, H, D] (normalised; only masked entries are read) after every step."""
         x = torch.where(mask, values, torch.randn_like(values))
         for t in reversed(range(self.n_steps)):
             tt = torch.full((len(x),), t, device=x.device)
@@ -444,12 +384,9 @@ class GaussianDiffusion(nn.Module):
 
     def condition_mask(self, state_dim: int) -> torch.Tensor:
         """[H, D] mask of the entries DyDiff fixes: the first state and every action."""
-        mask = torch.zeros(
-            self.horizon, self.transition_dim, dtype=torch.bool, device=self.sqrt_ab.device
-        )
-        mask[0, :state_dim] = True
-        mask[:, state_dim:] = True
-        return mask
+        mask = torch.zeros(self.horizon, self.transition_dim, dtype=torch.bool)
+        mask[0, :state_dim] = mask[:, state_dim:] = True
+        return mask.to(self.sqrt_ab.device)
 
     def sample_states(self, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """States [N, H, S] (unnormalised) given s0: [N, S] and actions: [N, H, A]."""
@@ -462,6 +399,13 @@ class GaussianDiffusion(nn.Module):
         states[:, 0] = s0  # exactly s0: normalise-unnormalise may round
         return states
 
+    def clip_states(self, states: torch.Tensor) -> torch.Tensor:
+        """States [N, H, S] clipped to the data's [min, max] (the limits the DM was fitted on), as
+        the authors' unnormaliser does; row 0 (the real s0) is left as it is."""
+        lo, hi = self.norm.shift - self.norm.scale, self.norm.shift + self.norm.scale
+        s = states.shape[-1]
+        return torch.cat([states[:, :1], states[:, 1:].clamp(lo[:s], hi[:s])], 1)
+
 
 def build_diffusion(cfg: Config, state_dim: int, action_dim: int) -> GaussianDiffusion:
     d = state_dim + action_dim
@@ -469,17 +413,11 @@ def build_diffusion(cfg: Config, state_dim: int, action_dim: int) -> GaussianDif
         net = MLPDenoiser(cfg.horizon, d, cfg.mlp_width, cfg.mlp_blocks)
     else:
         net = TemporalUnet(cfg.horizon, d, cfg.unet_dim, cfg.unet_dim_mults)
-    dm = GaussianDiffusion(
-        net, cfg.horizon, d, cfg.n_diffusion_steps, cfg.predict_epsilon, cfg.ema_decay
-    )
-    return dm.to(cfg.device)
+    schedule = (cfg.n_diffusion_steps, cfg.predict_epsilon, cfg.ema_decay)
+    return GaussianDiffusion(net, cfg.horizon, d, *schedule).to(cfg.device)
 
 
-# =====================================================================================================
-# 4. Dynamics and reward models
-# =====================================================================================================
-
-
+# ---- 4. Dynamics and reward models ----------------------------------------------------------------
 class EnsembleLinear(nn.Module):
     """n_members independent linear layers run as one batched matmul: x [E, B, in] -> [E, B, out]."""
 
@@ -494,27 +432,16 @@ class EnsembleLinear(nn.Module):
 
 
 class EnsembleMLP(nn.Sequential):
-    """An ensemble of MLPs with `n_layers` hidden layers; used for the dynamics ensemble, the reward
-    model (one member) and TD3's twin critics (two members)."""
+    """An ensemble of MLPs with `n_layers` hidden layers: the dynamics ensemble, and the reward
+    model as an ensemble of one (so both train with the same fit_with_holdout)."""
 
-    def __init__(
-        self, n_members: int, d_in: int, d_out: int, hidden: int, n_layers: int, act=nn.ReLU
-    ):
+    def __init__(self, n_members: int, d_in: int, d_out: int, hidden: int, n_layers: int, act):
         dims = [d_in] + [hidden] * n_layers
         layers = []
         for a, b in zip(dims[:-1], dims[1:]):
             layers += [EnsembleLinear(n_members, a, b), act()]
         super().__init__(*layers, EnsembleLinear(n_members, dims[-1], d_out))
         self.n_members = n_members
-
-    def frozen_member(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Member k alone on x: [B, in], with detached weights: gradients reach x only."""
-        for layer in self:
-            if isinstance(layer, EnsembleLinear):
-                x = torch.addmm(layer.bias[k].detach(), x, layer.weight[k].detach())
-            else:
-                x = layer(x)
-        return x
 
 
 class EnsembleDynamics(nn.Module):
@@ -555,17 +482,13 @@ class EnsembleDynamics(nn.Module):
         return ((self(sa)[0] - delta) ** 2).mean((1, 2))
 
     @torch.no_grad()
-    def predict(self, states: torch.Tensor, actions: torch.Tensor, sample=False) -> torch.Tensor:
-        """Next states [B, S]: each row uses one elite picked at random (its mean, as DyDiff does,
-        or a sample of its Gaussian with sample=True)."""
+    def predict(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Next states [B, S]: each row uses the mean of one elite picked at random, as DyDiff does
+        (deterministic; the Gaussian's variance serves training only)."""
         sa = torch.cat([states, actions], -1)
-        mean, logvar = self(sa.expand(self.net.n_members, *sa.shape))  # all members, one matmul
+        mean, _ = self(sa.expand(self.net.n_members, *sa.shape))  # all members, one matmul
         pick = self.elites[torch.randint(len(self.elites), (len(sa),), device=sa.device)]
-        rows = torch.arange(len(sa), device=sa.device)
-        delta = mean[pick, rows]
-        if sample:
-            delta = delta + torch.randn_like(delta) * (0.5 * logvar[pick, rows]).exp()
-        return states + delta
+        return states + mean[pick, torch.arange(len(sa), device=sa.device)]
 
 
 class RewardModel(nn.Module):
@@ -575,7 +498,7 @@ class RewardModel(nn.Module):
         super().__init__()
         self.input_norm = Normalizer(state_dim + action_dim)
         # one member: the same code path as the dynamics ensemble
-        self.net = EnsembleMLP(1, state_dim + action_dim, 1, hidden, 2)
+        self.net = EnsembleMLP(1, state_dim + action_dim, 1, hidden, 2, nn.ReLU)
 
     def forward(self, sa: torch.Tensor) -> torch.Tensor:
         """sa: [E=1, B, S + A] -> [1, B, 1]."""
@@ -595,49 +518,41 @@ class RewardModel(nn.Module):
 
 
 def build_dynamics(cfg: Config, state_dim: int, action_dim: int) -> EnsembleDynamics:
-    model = EnsembleDynamics(
-        state_dim, action_dim, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden
-    )
-    return model.to(cfg.device)
+    args = (cfg.n_members, cfg.n_elites, cfg.dynamics_hidden)
+    return EnsembleDynamics(state_dim, action_dim, *args).to(cfg.device)
 
 
 def build_reward_model(cfg: Config, state_dim: int, action_dim: int) -> RewardModel:
     return RewardModel(state_dim, action_dim, cfg.reward_hidden).to(cfg.device)
 
 
-# =====================================================================================================
-# 5. TD3+BC
-# =====================================================================================================
+# ---- 5. TD3+BC ------------------------------------------------------------------------------------
+def mlp(d_in: int, d_out: int, hidden: int = 256) -> nn.Sequential:
+    """Two hidden ReLU layers: TD3+BC's actor and critic networks."""
+    layers = [nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(hidden, d_out))
 
 
 class TD3BC:
-    """TD3+BC (Fujimoto & Gu 2021), canonical: deterministic tanh actor, twin critics, target policy
-    smoothing, delayed actor updates, actor loss -lambda Q(s, pi(s)) + ||pi(s) - a||^2 with
-    lambda = alpha / mean|Q|. (The authors' DyDiff+TD3BC used a tanh-Gaussian actor instead.)
-    States are z-scored with the dataset's statistics; actions are assumed to lie in [-1, 1].
+    """TD3+BC (Fujimoto & Gu 2021), canonical and laid out like their code: deterministic tanh
+    actor, twin critics, target policy smoothing, delayed actor and target updates, actor loss
+    -lambda Q1(s, pi(s)) + ||pi(s) - a||^2 with lambda = alpha / mean|Q1|. States are z-scored
+    with the dataset's statistics; actions are assumed to lie in [-1, 1].
     """
 
     def __init__(self, state_dim: int, action_dim: int, state_norm: Normalizer, cfg: Config):
         self.cfg, self.state_norm = cfg, state_norm.to(cfg.device)
-        hidden = [nn.Linear(state_dim, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU()]
-        self.actor = nn.Sequential(*hidden, nn.Linear(256, action_dim), nn.Tanh()).to(cfg.device)
-        # both critics in one EnsembleMLP: Q1 and Q2 in the same batched matmuls
-        self.critic = EnsembleMLP(2, state_dim + action_dim, 1, 256, 2).to(cfg.device)
-        self.actor_target = copy.deepcopy(self.actor).requires_grad_(False)
-        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-        # fused Adam: one kernel for all parameters instead of a Python loop over them
-        fused = {"fused": True} if torch.device(cfg.device).type in ("cpu", "cuda") else {}
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, **fused)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.lr, **fused)
-        self.params = [*self.actor.parameters(), *self.critic.parameters()]
-        self.target_params = [*self.actor_target.parameters(), *self.critic_target.parameters()]
+        self.actor = nn.Sequential(mlp(state_dim, action_dim), nn.Tanh()).to(cfg.device)
+        self.q1 = mlp(state_dim + action_dim, 1).to(cfg.device)
+        self.q2 = mlp(state_dim + action_dim, 1).to(cfg.device)
+        self.actor_target = copy.deepcopy(self.actor)
+        self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
+        critic_params = [*self.q1.parameters(), *self.q2.parameters()]
+        self.critic_opt = torch.optim.Adam(critic_params, lr=cfg.lr)
         self.n_updates = 0
 
-    def q(self, critic: nn.Module, s: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """[2, B, 1]: Q1 and Q2 of normalised states s and actions a."""
-        return critic(torch.cat([s, a], -1).expand(2, -1, -1))
-
-    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One TD3+BC update on raw [B, .] tensors: states, actions, rewards, next_states, dones."""
         cfg = self.cfg
         s, s2 = self.state_norm(batch["states"]), self.state_norm(batch["next_states"])
@@ -645,25 +560,28 @@ class TD3BC:
         with torch.no_grad():
             noise = (torch.randn_like(a) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
             a2 = (self.actor_target(s2) + noise).clamp(-1, 1)
-            y = r + cfg.gamma * (1 - d) * self.q(self.critic_target, s2, a2).min(0).values
-        critic_loss = ((self.q(self.critic, s, a) - y) ** 2).mean(1).sum()  # MSE(Q1) + MSE(Q2)
-        self.critic_opt.zero_grad(set_to_none=True)
+            sa2 = torch.cat([s2, a2], -1)
+            y = r + cfg.gamma * (1 - d) * torch.min(self.q1_target(sa2), self.q2_target(sa2))
+        sa = torch.cat([s, a], -1)
+        critic_loss = F.mse_loss(self.q1(sa), y) + F.mse_loss(self.q2(sa), y)
+        self.critic_opt.zero_grad()
         critic_loss.backward()
         self.critic_opt.step()
         out = {"critic_loss": critic_loss.detach()}
         self.n_updates += 1
         if self.n_updates % cfg.policy_freq == 0:
             pi = self.actor(s)
-            # Q1 alone, with the critic's weights detached: the actor loss needs no critic
-            # gradients, and skipping them and Q2 saves about a quarter of the update's matmuls
-            q = self.critic.frozen_member(torch.cat([s, pi], -1), 0)
+            q = self.q1(torch.cat([s, pi], -1))
             lmbda = cfg.alpha / q.abs().mean().detach()
             actor_loss = -lmbda * q.mean() + F.mse_loss(pi, a)
-            self.actor_opt.zero_grad(set_to_none=True)
+            self.actor_opt.zero_grad()
             actor_loss.backward()
             self.actor_opt.step()
-            with torch.no_grad():  # target <- target + tau * (online - target), one fused call
-                torch._foreach_lerp_(self.target_params, self.params, cfg.tau)
+            with torch.no_grad():  # target <- target + tau * (online - target)
+                for net in ("actor", "q1", "q2"):
+                    online, target = getattr(self, net), getattr(self, f"{net}_target")
+                    for p, p_target in zip(online.parameters(), target.parameters()):
+                        p_target.lerp_(p, cfg.tau)
             out["actor_loss"] = actor_loss.detach()
         return out
 
@@ -672,7 +590,7 @@ class TD3BC:
         """Deterministic actions for raw states [..., S]."""
         return self.actor(self.state_norm(states))
 
-    parts = "actor critic actor_target critic_target actor_opt critic_opt state_norm".split()
+    parts = "actor q1 q2 actor_target q1_target q2_target actor_opt critic_opt state_norm".split()
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k).state_dict() for k in self.parts} | {
@@ -680,30 +598,21 @@ class TD3BC:
         }
 
     def load_state_dict(self, d: dict) -> None:
-        for k, v in d.items():
-            if k == "n_updates":
-                self.n_updates = v
-            else:
-                getattr(self, k).load_state_dict(v)
+        for k in self.parts:
+            getattr(self, k).load_state_dict(d[k])
+        self.n_updates = d["n_updates"]
 
 
-# =====================================================================================================
-# 6. DyDiff rollout: policy injection and reward filtering
-# =====================================================================================================
-
-
+# ---- 6. DyDiff rollout: policy injection and reward filtering -------------------------------------
 @torch.no_grad()
 def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: int):
     """Policy-consistent trajectories: s0 [N, S] -> states [N, H, S], actions [N, H, A].
 
-    policy maps states [..., S] to actions [..., A]; dynamics is an EnsembleDynamics, diffusion a
-    GaussianDiffusion (unused when iterations = 0).
-
-    Initial rollout: a_i = pi(s_i), s_{i+1} = f(s_i, a_i) with the dynamics ensemble.
-    Then M = `iterations` rounds of policy injection: the DM resamples all states with s0 and the
-    current actions inpainted (fresh noise each round), the new states are AVERAGED with the old ones
-    (as in the authors' code), and every action is recomputed as pi(state) in one batch. So the final
-    actions equal pi(final states) exactly: the data is consistent with the learning policy.
+    Initial rollout with the dynamics ensemble: a_i = pi(s_i), s_{i+1} = f(s_i, a_i). Then
+    M = `iterations` rounds of policy injection: the DM resamples all states with s0 and the current
+    actions inpainted (fresh noise each round), the new states are AVERAGED with the old ones and
+    clipped to the data's range (both as the authors' code does), and every action is recomputed as
+    pi(state) in one batch. So the final actions are exactly pi(final states).
     """
     states = [s0]
     actions = []
@@ -713,7 +622,7 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
     actions.append(policy(states[-1]))
     states, actions = torch.stack(states, 1), torch.stack(actions, 1)
     for _ in range(iterations):
-        states = (states + diffusion.sample_states(s0, actions)) / 2
+        states = diffusion.clip_states((states + diffusion.sample_states(s0, actions)) / 2)
         actions = policy(states)  # the policy acts on every row of every trajectory at once
     return states, actions
 
@@ -721,64 +630,41 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
 def filter_trajectories(
     returns: torch.Tensor, keep_ratio: float, mode: str = "hardmax", temperature: float = 0.05
 ) -> torch.Tensor:
-    """Indices of the trajectories to keep, ranked by predicted return.
-
-    hardmax: the top keep_ratio. softmax: keep_ratio of them sampled without replacement with
-    probability proportional to exp(z / temperature), z the standardised return.
-    """
+    """Indices of the trajectories to keep, by predicted return. hardmax: the top keep_ratio.
+    softmax, the authors' filter: keep_ratio of them drawn without replacement with probability
+    softmax(z / T) (1 - eps) + eps / N, z the standardised return, eps = 1e-6. At T = 0.05 only the
+    few best are above the floor eps / N; the rest is then drawn almost uniformly (see README)."""
     k = max(1, round(keep_ratio * len(returns)))
     if mode == "hardmax":
         return returns.topk(k).indices
     z = (returns - returns.mean()) / (returns.std(unbiased=False) + 1e-6)
-    # Gumbel-top-k: the top k of log-weights plus Gumbel noise is a draw without replacement with
-    # probability proportional to exp(z / T). (torch.multinomial on softmax(z / T) underflows at
-    # T = 0.05: after the best few, the rest would be drawn uniformly.)
-    gumbel = -torch.log(-torch.log(torch.rand_like(z).clamp(1e-12, 1)))
-    return (z / temperature + gumbel).topk(k).indices
+    p = torch.softmax(z / temperature, 0) * (1 - 1e-6) + 1e-6 / len(z)
+    return torch.multinomial(p, k, replacement=False)
 
 
 @torch.no_grad()
 def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, terminal_fn=None):
-    """One synthesis round: rollout, rewards, terminals, filtering, then transitions.
-
-    Returns the kept transitions {"states": [T, S], ...} for the synthetic buffer and statistics.
-    Each trajectory gives H - 1 transitions (s_i, a_i, r(s_i, a_i), s_{i+1}, done_i); steps after the
-    first terminal are dropped, and its return sums only the steps that remain.
-    """
+    """One synthesis round: rollout, rewards, terminals, filtering. Returns the kept transitions
+    {"states": [T, S], ...} and statistics. A trajectory gives H - 1 transitions (s_i, a_i,
+    r(s_i, a_i), s_{i+1}, done_i); steps after its first terminal are dropped and not counted in
+    its return."""
     states, actions = dydiff_rollout(s0, policy, dynamics, diffusion, cfg.horizon, cfg.iterations)
     s, a, s2 = states[:, :-1], actions[:, :-1], states[:, 1:]
     rewards = reward_model.predict(s, a)  # [N, H-1]
-    if terminal_fn is None:
-        dones = torch.zeros_like(rewards, dtype=torch.bool)
-    else:
+    dones = torch.zeros_like(rewards, dtype=torch.bool)
+    if terminal_fn is not None:
         dones = terminal_fn(s2.reshape(-1, s2.shape[-1])).reshape(rewards.shape)
-    # a step is valid while no EARLIER step was terminal (the terminal step itself is kept)
-    earlier_done = torch.cumsum(dones.int(), 1) - dones.int()
-    valid = earlier_done == 0
+    valid = torch.cumsum(dones.int(), 1) - dones.int() == 0  # no EARLIER step was terminal
     returns = (rewards * valid).sum(1)
     keep = filter_trajectories(returns, cfg.keep_ratio, cfg.filter, cfg.temperature)
     v = valid[keep]
-    out = {
-        "states": s[keep][v],
-        "actions": a[keep][v],
-        "rewards": rewards[keep][v],
-        "next_states": s2[keep][v],
-        "dones": dones[keep][v].float(),
-    }
-    stats = {
-        "kept_trajectories": len(keep),
-        "kept_transitions": int(v.sum()),
-        "return_kept": returns[keep].mean().item(),
-        "return_all": returns.mean().item(),
-    }
-    return out, stats
+    parts = dict(states=s, actions=a, rewards=rewards, next_states=s2, dones=dones.float())
+    stats = dict(kept_trajectories=len(keep), kept_transitions=int(v.sum()),
+                 return_kept=returns[keep].mean().item(), return_all=returns.mean().item())  # fmt: skip
+    return {k: x[keep][v] for k, x in parts.items()}, stats
 
 
-# =====================================================================================================
-# 7. Training
-# =====================================================================================================
-
-
+# ---- 7. Training ----------------------------------------------------------------------------------
 def _inputs(data: dict[str, np.ndarray], device: str) -> tuple[torch.Tensor, ...]:
     """Model inputs (s, a), dynamics targets s' - s and reward targets r, as tensors."""
     s, a, r, s2 = (torch.as_tensor(data[k], dtype=torch.float32, device=device)
@@ -789,14 +675,11 @@ def _inputs(data: dict[str, np.ndarray], device: str) -> tuple[torch.Tensor, ...
 def fit_with_holdout(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config, log: Callable | None = None
 ) -> torch.Tensor:
-    """Train `model` (an ensemble with .loss and .errors on [E, B, .]) with holdout early stopping.
-
-    Holdout: holdout_ratio of the rows, at most max_holdout. Each member trains on its own bootstrap
-    resample (when there are several). After every epoch of model_epoch_steps the mean holdout MSE is
-    checked; training stops after model_patience epochs without a 1% improvement, and the best
-    weights are restored. (MBPO keeps per-member snapshots; one snapshot is simpler and close.)
-    Returns the final holdout MSE per member, [E].
-    """
+    """Train `model` (an ensemble with .loss and .errors on [E, B, .]) with holdout early stopping:
+    holdout_ratio of the rows (at most max_holdout) are held out; each member trains on its own
+    bootstrap resample; after every epoch of model_epoch_steps, training stops once model_patience
+    epochs bring no 1% gain in mean holdout MSE, and the best weights return (MBPO keeps one
+    snapshot per member). Returns the holdout MSE per member, [E]."""
     n_members = model.net.n_members
     perm = torch.randperm(len(x), device=x.device)
     n_hold = min(int(len(x) * cfg.holdout_ratio), cfg.max_holdout)
@@ -817,7 +700,7 @@ def fit_with_holdout(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        check_finite(loss, "model training")
+        check_finite(loss.item(), "model training loss")
         with torch.no_grad():
             errors = model.errors(x_hold, y_hold)
         if errors.mean() < best * 0.99:
@@ -852,16 +735,11 @@ def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable |
     return model, fit_with_holdout(model, sa, r, cfg, log)
 
 
-def train_diffusion(
-    data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None, log_every: int = 100
-) -> GaussianDiffusion:
+def train_diffusion(data: dict, cfg: Config, log: Callable | None = None, log_every: int = 100):
     """Train the DM on every H-step window of [state, action] rows inside an episode."""
     s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-    rows = torch.as_tensor(
-        np.concatenate([data["observations"], data["actions"]], 1),
-        dtype=torch.float32,
-        device=cfg.device,
-    )
+    rows = np.concatenate([data["observations"], data["actions"]], 1)
+    rows = torch.as_tensor(rows, dtype=torch.float32, device=cfg.device)
     starts = torch.as_tensor(window_starts(data["episode_ids"], cfg.horizon), device=cfg.device)
     if len(starts) == 0:
         raise ValueError(f"no episode is at least horizon={cfg.horizon} steps long")
@@ -879,16 +757,16 @@ def train_diffusion(
         opt.step()
         dm.update_ema()
         if step % log_every == 0 or step == cfg.dm_steps:
-            check_finite(loss, "diffusion training")
+            check_finite(loss.item(), "diffusion training loss")
             if log:
                 log(step, {"loss": loss.item()})
     return dm
 
 
-def check_finite(value: torch.Tensor, phase: str) -> None:
-    """Stop a run whose loss has become NaN or infinite, naming the phase."""
-    if not torch.isfinite(value).all():
-        raise FloatingPointError(f"the {phase} loss became {value.item()}")
+def check_finite(value: float, what: str) -> None:
+    """Stop a run whose loss has become NaN or infinite, naming it."""
+    if not math.isfinite(value):
+        raise FloatingPointError(f"the {what} became {value}")
 
 
 class DyDiffTrainer:
@@ -901,8 +779,11 @@ class DyDiffTrainer:
 
     def __init__(self, cfg: Config, data: dict, models: dict | None = None, terminal_fn=None):
         self.cfg, self.models, self.terminal_fn = cfg, models, terminal_fn
-        self.real = data_to_buffer(data, cfg.device)
-        s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
+        (n, s_dim), a_dim = data["observations"].shape, data["actions"].shape[1]
+        self.real = ReplayBuffer(s_dim, a_dim, n, cfg.device)  # the offline data, filled once
+        names = dict(states="observations", actions="actions", rewards="rewards",
+                     next_states="next_observations", dones="terminals")  # fmt: skip
+        self.real.add({k: torch.as_tensor(data[v]) for k, v in names.items()})
         self.synthetic = ReplayBuffer(s_dim, a_dim, cfg.synthetic_capacity, cfg.device)
         norm = Normalizer(s_dim).fit_zscore(torch.as_tensor(data["observations"]))
         self.agent = TD3BC(s_dim, a_dim, norm, cfg)
@@ -912,7 +793,7 @@ class DyDiffTrainer:
     def rollout(self) -> dict:
         """One synthesis round into the synthetic buffer; returns its statistics."""
         m, cfg = self.models, self.cfg
-        s0 = self.real.split(self.real.sample(cfg.rollout_batch_size))["states"]
+        s0 = self.real.sample(cfg.rollout_batch_size)["states"]
         new, stats = synthesise(
             s0, self.agent.act, m["dynamics"], m["diffusion"], m["reward"], cfg, self.terminal_fn
         )
@@ -937,18 +818,31 @@ class DyDiffTrainer:
             if self.updates % log_every == 0 or due_eval:
                 metrics = {k: v.item() for k, v in losses.items()}
                 for k, v in metrics.items():
-                    check_finite(torch.tensor(v), k.replace("_loss", ""))
-                metrics |= self.last_rollout | {"synthetic_rows": self.synthetic.size}
+                    check_finite(v, k.replace("_", " "))
+                metrics |= (
+                    self.last_rollout | self.q_values() | {"synthetic_rows": self.synthetic.size}
+                )
                 if due_eval and evaluate:
                     metrics |= evaluate(self.updates)
                 if log:
                     log(self.updates, metrics)
 
+    @torch.no_grad()
+    def q_values(self, n: int = 1024) -> dict:
+        """Mean Q1(s, pi(s)) on n real and n synthetic states spread evenly over each buffer (no
+        random draw): where the critic overestimates, it shows on the synthetic states first."""
+        out = {}
+        for name, buf in (("q_real", self.real), ("q_synthetic", self.synthetic)):
+            if buf.size:
+                s = self.agent.state_norm(
+                    buf.data["states"][torch.linspace(0, buf.size - 1, n).long()]
+                )
+                out[name] = self.agent.q1(torch.cat([s, self.agent.actor(s)], -1)).mean().item()
+        return out
+
     def state_dict(self) -> dict:
-        agent, synthetic = self.agent.state_dict(), self.synthetic.state_dict()
-        return dict(
-            agent=agent, synthetic=synthetic, updates=self.updates, last_rollout=self.last_rollout
-        )
+        return {"agent": self.agent.state_dict(), "synthetic": self.synthetic.state_dict(),
+                "updates": self.updates, "last_rollout": self.last_rollout}  # fmt: skip
 
     def load_state_dict(self, d: dict) -> None:
         self.agent.load_state_dict(d["agent"])

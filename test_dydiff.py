@@ -1,20 +1,25 @@
-"""Tests of dydiff.py and train_offline.py.
+"""Tests of dydiff.py, scripts/pointmaze_dataset.py, train_offline.py and the benchmarks.
 
-dydiff.py: inpainting, learning on known linear systems, TD3+BC, policy injection,
-reward filtering, termination, data plumbing, config validation, determinism, optional imports.
-train_offline.py: generated maze data, the MuJoCo path, termination rules, evaluation, the command
-line end to end (--smoke), bad input, Ctrl-C and --resume, atomic writes.
+dydiff.py: inpainting, learning on known linear systems, TD3+BC, policy injection, reward
+filtering, termination, data plumbing, validation by meaning, determinism, optional imports.
+scripts/pointmaze_dataset.py: generated maze data, reuse and regeneration, the lock, DFS waypoints.
+train_offline.py: arrays, evaluation, the command line end to end (--smoke), same seed same numbers
+with or without cached models, caches that follow the code, two runs at once, bad input, resume.
 
-CPU only and tiny models: the whole file is meant to run in well under a minute on a busy 2-core box.
+CPU only, tiny models and data: the whole file runs in a few minutes on a busy 2-core machine.
 """
 
 import csv
+import dataclasses
+import itertools
 import json
 import os
 import pickle
 import subprocess
 import sys
+import textwrap
 import time
+import types
 from pathlib import Path
 
 import minari
@@ -22,9 +27,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from minari.data_collector import EpisodeBuffer
+from minari.storage.datasets_root_dir import get_dataset_path
 
 import dydiff as D
 import train_offline as T
+from scripts import pointmaze_dataset as P
 
 torch.set_num_threads(1)
 
@@ -347,9 +355,10 @@ def test_td3bc_prefers_the_better_action():
     assert (actions > 0).float().mean() > 0.95
     # the critic learned Q = r (dones = 1): Q(s, +0.5) ~ 1 and Q(s, -0.5) ~ 0
     s = agent.state_norm(states)
-    q_good = agent.q(agent.critic, s, torch.full((500, 1), 0.5)).mean()
-    q_bad = agent.q(agent.critic, s, torch.full((500, 1), -0.5)).mean()
-    assert abs(q_good - 1) < 0.2 and abs(q_bad) < 0.2, (q_good, q_bad)
+    for q in (agent.q1, agent.q2):
+        q_good = q(torch.cat([s, torch.full((500, 1), 0.5)], 1)).mean()
+        q_bad = q(torch.cat([s, torch.full((500, 1), -0.5)], 1)).mean()
+        assert abs(q_good - 1) < 0.2 and abs(q_bad) < 0.2, (q_good, q_bad)
 
 
 def test_td3bc_without_q_term_imitates_data():
@@ -362,16 +371,26 @@ def test_td3bc_delayed_actor_and_target_updates():
     data = one_step_batch(64)
     cfg = tiny_cfg(policy_freq=2, batch_size=32)
     agent = D.TD3BC(2, 1, D.Normalizer(2), cfg)
-    actor0 = [p.clone() for p in agent.actor.parameters()]
-    target0 = [p.clone() for p in agent.critic_target.parameters()]
+    nets = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target")
+    before = {k: [p.clone() for p in getattr(agent, k).parameters()] for k in nets}
+
+    def changed(k):
+        return [not torch.equal(a, b) for a, b in zip(before[k], getattr(agent, k).parameters())]
+
     out = agent.update({k: v[:32] for k, v in data.items()})
     assert "actor_loss" not in out
-    assert all(torch.equal(a, b) for a, b in zip(actor0, agent.actor.parameters()))
-    assert all(torch.equal(a, b) for a, b in zip(target0, agent.critic_target.parameters()))
+    assert all(changed("q1")) and all(changed("q2"))  # the critics learn every update...
+    for k in ("actor", "actor_target", "q1_target", "q2_target"):
+        assert not any(changed(k)), k  # ...the actor and the targets only every policy_freq-th
     out = agent.update({k: v[32:] for k, v in data.items()})
     assert "actor_loss" in out
-    assert not all(torch.equal(a, b) for a, b in zip(actor0, agent.actor.parameters()))
-    assert not all(torch.equal(a, b) for a, b in zip(target0, agent.critic_target.parameters()))
+    for k in ("actor", "actor_target", "q1_target", "q2_target"):
+        assert all(changed(k)), k
+    # soft update: target = old target + tau * (online - old target), parameter by parameter
+    for old, online, new in zip(
+        before["q1_target"], agent.q1.parameters(), agent.q1_target.parameters()
+    ):
+        assert torch.allclose(new, old + cfg.tau * (online - old), atol=1e-7)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -434,10 +453,25 @@ def test_rollout_averages_diffusion_states(rollout_parts):
     torch.manual_seed(5)
     states0, actions0 = D.dydiff_rollout(s0, policy, dyn, dm, cfg.horizon, 0)
     sampled = dm.sample_states(s0, actions0)
-    expected = (states0 + sampled) / 2
+    expected = dm.clip_states((states0 + sampled) / 2)
     assert torch.allclose(states, expected, atol=1e-6)
     assert torch.equal(actions, policy(states))
     assert not torch.allclose(states, states0)  # the DM did change the states
+
+
+def test_injected_states_stay_in_the_data_range(rollout_parts):
+    """As the authors' unnormaliser clips: after averaging, states lie in the data's [min, max]
+    even where the dynamics rollout left it (here it is pushed far outside)."""
+    cfg, dyn, dm, policy, s0 = rollout_parts
+    lo = (dm.norm.shift - dm.norm.scale)[: s0.shape[1]]
+    hi = (dm.norm.shift + dm.norm.scale)[: s0.shape[1]]
+    far = lambda s, a: s + 10 * (hi - lo)  # noqa: E731
+    dyn_far = type("Far", (), {"predict": staticmethod(far)})()
+    states, _ = D.dydiff_rollout(s0, policy, dyn_far, dm, cfg.horizon, 1)
+    assert (states[:, 1:] >= lo - 1e-5).all() and (states[:, 1:] <= hi + 1e-5).all()
+    assert torch.equal(states[:, 0], s0)
+    raw, _ = D.dydiff_rollout(s0, policy, dyn_far, dm, cfg.horizon, 0)
+    assert (raw[:, 1:] > hi).any()  # without injection nothing clips: the test can fail
 
 
 def test_predict_uses_only_elites():
@@ -484,13 +518,18 @@ def test_softmax_temperature_one_prefers_high_returns():
     assert warm > hot + 0.4
 
 
-@pytest.mark.parametrize("temperature", [0.05, 0.01])
-def test_softmax_low_temperature_prefers_high_returns(temperature):
-    returns = torch.randn(1000)
-    top = returns.topk(300).values.mean()
-    cold = returns[D.filter_trajectories(returns, 0.3, "softmax", temperature)].mean()
-    # as temperature -> 0, sampling proportional to exp(z / T) without replacement -> hardmax
-    assert cold > returns.mean() + 0.9 * (top - returns.mean()), (cold, top)
+def test_softmax_is_the_authors_floored_filter():
+    """The authors' p = softmax(z / 0.05) (1 - 1e-6) + 1e-6 / N: the few best (here ~6 above the
+    floor) are kept, the rest of the kept share is drawn almost uniformly (hardmax overlap ~ 0.6)."""
+    returns = torch.randn(2048)
+    best = set(returns.topk(3).indices.tolist())
+    hard = set(D.filter_trajectories(returns, 0.6, "hardmax").tolist())
+    overlaps = []
+    for _ in range(5):
+        kept = set(D.filter_trajectories(returns, 0.6, "softmax", 0.05).tolist())
+        assert best <= kept
+        overlaps.append(len(kept & hard) / len(kept))
+    assert abs(np.mean(overlaps) - 0.6) < 0.03, overlaps  # hardmax would give 1.0
 
 
 @pytest.mark.filterwarnings("ignore:std\\(\\):UserWarning")
@@ -615,27 +654,25 @@ def test_replay_buffer_fifo():
     first = rows_with_reward(range(7))
     buf.add(first)
     assert buf.size == 7
-    got = buf.split(buf.rows[: buf.size])
-    assert torch.equal(got["states"], first["states"]) and torch.equal(
-        got["actions"], first["actions"]
-    )
+    assert torch.equal(buf.data["states"][:7], first["states"])
+    assert torch.equal(buf.data["actions"][:7], first["actions"])
     buf.add(rows_with_reward(range(7, 13)))
     assert buf.size == 10
-    assert sorted(buf.split(buf.rows)["rewards"][:, 0].tolist()) == list(range(3, 13))
+    assert sorted(buf.data["rewards"][:, 0].tolist()) == list(range(3, 13))
     buf.add(rows_with_reward(range(100, 125)))  # larger than the buffer: its newest rows stay
-    assert sorted(buf.split(buf.rows)["rewards"][:, 0].tolist()) == list(range(115, 125))
-    sampled = buf.split(buf.sample(500))["rewards"]
-    assert set(sampled[:, 0].tolist()) <= set(range(115, 125))
+    assert sorted(buf.data["rewards"][:, 0].tolist()) == list(range(115, 125))
+    assert set(buf.sample(500)["rewards"][:, 0].tolist()) <= set(range(115, 125))
     # round trip
     other = D.ReplayBuffer(2, 1, capacity=10, device="cpu")
     other.load_state_dict(buf.state_dict())
-    assert torch.equal(other.rows, buf.rows) and (other.size, other.pos) == (buf.size, buf.pos)
+    assert all(torch.equal(other.data[k], buf.data[k]) for k in buf.data)
+    assert (other.size, other.pos) == (buf.size, buf.pos)
 
 
 def test_replay_buffer_sample_only_filled_rows():
     buf = D.ReplayBuffer(2, 1, capacity=100, device="cpu")
     buf.add(rows_with_reward([5.0, 6.0, 7.0]))
-    assert set(buf.split(buf.sample(300))["rewards"][:, 0].tolist()) == {5.0, 6.0, 7.0}
+    assert set(buf.sample(300)["rewards"][:, 0].tolist()) == {5.0, 6.0, 7.0}
 
 
 @pytest.mark.parametrize("n,ratio", [(32, 0.6), (50, 0.25), (32, 1.0), (32, 0.0)])
@@ -653,11 +690,11 @@ def test_sample_mixed(n, ratio):
     assert int((batch["rewards"] == -1).sum()) == n - round(n * ratio)
 
 
-def test_data_to_buffer():
+def test_trainer_holds_the_data_as_its_real_buffer():
     data = linear_data(n_episodes=2, ep_len=5)
     data["terminals"][3] = 1
-    buf = D.data_to_buffer(data, "cpu")
-    got = buf.split(buf.rows)
+    buf = D.DyDiffTrainer(tiny_cfg(), data).real
+    got = buf.data
     assert buf.size == 10
     assert torch.equal(got["states"], torch.as_tensor(data["observations"]))
     assert torch.equal(got["next_states"], torch.as_tensor(data["next_observations"]))
@@ -688,50 +725,51 @@ def test_default_config_is_valid():
 
 
 @pytest.mark.parametrize(
-    "changes",
+    "changes, message",
     [
-        dict(denoiser="unet", horizon=30, unet_dim_mults=(1, 2, 4)),  # 30 % 4
-        dict(denoiser="unet", horizon=6, unet_dim_mults=(1, 2, 4, 8)),
-        dict(keep_ratio=0.0),
-        dict(keep_ratio=1.5),
-        dict(keep_ratio=-0.2),
-        dict(real_ratio=-0.1),
-        dict(real_ratio=1.1),
-        dict(horizon=1),
-        dict(iterations=-1),
-        dict(n_elites=8, n_members=7),
-        dict(filter="topk"),
-        dict(denoiser="transformer"),
-        dict(denoiser="unet", unet_dim=12),
-    ]
-    + [
-        {name: value}
-        for name in (
-            "updates",
-            "eval_every",
-            "horizon",
-            "rollout_batch_size",
-            "rollout_every",
-            "synthetic_capacity",
-            "n_diffusion_steps",
-            "dm_steps",
-            "dm_batch_size",
-            "n_members",
-            "n_elites",
-            "model_batch_size",
-            "model_epoch_steps",
-            "model_max_epochs",
-            "batch_size",
-            "policy_freq",
-            "mlp_width",
-            "unet_dim",
-        )
-        for value in (0, -3)
+        (dict(denoiser="unet", horizon=30, unet_dim_mults=(1, 2, 4)), "horizon must be divisible"),
+        (
+            dict(denoiser="unet", horizon=6, unet_dim_mults=(1, 2, 4, 8)),
+            "horizon must be divisible",
+        ),
+        (dict(denoiser="unet", unet_dim=12), "unet_dim must be a multiple of 8"),
+        (dict(keep_ratio=0.0), "keep_ratio must be in (0, 1]"),
+        (dict(keep_ratio=1.5), "keep_ratio must be in (0, 1]"),
+        (dict(tau=1.5), "tau must be in (0, 1]"),
+        (dict(real_ratio=-0.1), "real_ratio must be in [0, 1]"),
+        (dict(real_ratio=1.1), "real_ratio must be in [0, 1]"),
+        (dict(holdout_ratio=0.0), "holdout_ratio must be in (0, 1)"),
+        (dict(gamma=1.0), "gamma must be in [0, 1)"),
+        (dict(gamma=1.2), "gamma must be in [0, 1)"),
+        (dict(ema_decay=1.0), "ema_decay must be in [0, 1)"),
+        (dict(lr=-3e-4), "lr must be > 0"),
+        (dict(dm_lr=0.0), "dm_lr must be > 0"),
+        (dict(temperature=0.0), "temperature must be > 0"),
+        (dict(policy_noise=-0.1), "policy_noise must be >= 0"),
+        (dict(alpha=-1.0), "alpha must be >= 0"),
+        (dict(horizon=1), "horizon must be at least 2"),
+        (dict(iterations=-1), "iterations must be >= 0"),
+        (dict(n_elites=8, n_members=7), "n_elites must be at most n_members=7"),
+        (dict(filter="topk"), "filter must be 'hardmax' or 'softmax'"),
+        (dict(denoiser="transformer"), "denoiser must be 'mlp' or 'unet'"),
+        (dict(unet_dim_mults=(1, 0)), "unet_dim_mults must be positive integers"),
     ],
 )
-def test_config_validate_rejects(changes):
-    with pytest.raises(ValueError):
+def test_config_validate_rejects(changes, message):
+    with pytest.raises(ValueError) as e:
         D.Config(**changes).validate()
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+NUMBERS = [f.name for f in dataclasses.fields(D.Config) if type(f.default) in (int, float)]
+
+
+@pytest.mark.parametrize("name", NUMBERS)
+def test_every_number_in_config_is_checked(name):
+    """No numeric setting takes nonsense silently: a NaN and a negative value are both refused."""
+    for bad in (float("nan"), -1):
+        with pytest.raises(ValueError, match=name):
+            D.Config(**{name: bad}).validate()
 
 
 @pytest.mark.parametrize(
@@ -742,20 +780,12 @@ def test_config_validate_rejects(changes):
         dict(real_ratio=1.0),
         dict(iterations=0),
         dict(horizon=2),
+        dict(gamma=0.0, ema_decay=0.0, tau=1.0, alpha=0.0, policy_noise=0.0),
         dict(denoiser="unet", horizon=8, unet_dim_mults=(1, 2, 4, 8)),
     ],
 )
 def test_config_validate_accepts_edges(changes):
     D.Config(**changes).validate()
-
-
-@pytest.mark.parametrize(
-    "changes",
-    [dict(dynamics_hidden=0), dict(reward_hidden=0), dict(max_holdout=0), dict(holdout_ratio=0.0)],
-)
-def test_config_validate_rejects_model_sizes(changes):
-    with pytest.raises(ValueError):
-        D.Config(**changes).validate()
 
 
 def test_empty_holdout_is_an_error_not_an_untrained_model():
@@ -796,9 +826,9 @@ def short_run(seed: int):
     trainer.train(7, log=lambda u, m: logs.append((u, m)), log_every=1)
     params = torch.cat(
         [p.flatten() for p in trainer.agent.actor.parameters()]
-        + [p.flatten() for p in trainer.agent.critic.parameters()]
+        + [p.flatten() for p in trainer.agent.q1.parameters()]
     )
-    return logs, params, trainer.synthetic.state_dict()["rows"]
+    return logs, params, trainer.synthetic.state_dict()["data"]["states"]
 
 
 def test_same_seed_same_numbers():
@@ -814,10 +844,10 @@ def test_same_seed_same_numbers():
 def test_baseline_trainer_uses_only_real_data():
     data = linear_data(n_episodes=2, ep_len=20)
     trainer = D.DyDiffTrainer(tiny_cfg(batch_size=16), data, models=None)
-    before = [p.clone() for p in trainer.agent.critic.parameters()]
+    before = [p.clone() for p in trainer.agent.q1.parameters()]
     trainer.train(3)
     assert trainer.updates == 3 and trainer.synthetic.size == 0
-    assert not all(torch.equal(a, b) for a, b in zip(before, trainer.agent.critic.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(before, trainer.agent.q1.parameters()))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -862,10 +892,11 @@ print("ok")
 
 
 # ------------------------------------------------------------------------------------------------
-# train_offline.py: tasks, datasets, termination rules, evaluation (MINARI_DATASETS_PATH is
-# set per test: minari reads it on each call)
+# scripts/pointmaze_dataset.py: generated maze data, reuse and regeneration, the lock, the DFS
+# planner against the official algorithm, the command line
 # ------------------------------------------------------------------------------------------------
 
+SCRIPT = HERE / "scripts" / "pointmaze_dataset.py"
 N_STEPS = 3000
 
 
@@ -878,15 +909,50 @@ def datasets_path(tmp_path, monkeypatch):
 @pytest.fixture
 def umaze(datasets_path):
     """A small generated umaze dataset, loaded back from disk as a user would."""
-    T.generate_maze_dataset("umaze", "local/pointmaze/umaze-test-v2", N_STEPS, ref_episodes=5)
+    P.generate("umaze", "local/pointmaze/umaze-test-v2", N_STEPS, ref_episodes=5, log=print)
     return minari.load_dataset("local/pointmaze/umaze-test-v2")
+
+
+def collect_random_dataset(env_id: str, dataset_id: str, n_steps: int, seed: int):
+    """A tiny local dataset of uniform random actions (for tests of the MuJoCo path)."""
+    env = P.make_env(env_id)
+    env.action_space.seed(seed)
+    episodes, obs, steps = [], [env.reset(seed=seed)[0]], []
+    for t in range(n_steps):
+        action = env.action_space.sample()
+        next_obs, reward, terminated, truncated, _ = env.step(action)
+        truncated = truncated or (t == n_steps - 1 and not terminated)  # budget = time-out
+        obs.append(next_obs)
+        steps.append((action, reward, terminated, truncated))
+        if terminated or truncated:
+            acts, rews, terms, truncs = map(np.array, zip(*steps))
+            episodes.append(EpisodeBuffer(
+                observations=np.array(obs), actions=acts, rewards=rews,
+                terminations=terms, truncations=truncs,
+            ))  # fmt: skip
+            obs, steps = [env.reset()[0]], []
+    return P.save_dataset(dataset_id, episodes, env, env, algorithm_name="random")
+
+
+def data_path(dataset_id: str) -> Path:
+    return get_dataset_path(dataset_id) / "data"
+
+
+# ---- Generated data ----
+def test_local_dataset_id():
+    assert P.local_dataset_id("umaze") == "local/pointmaze/umaze-v2"
+    assert P.local_dataset_id("umaze", n_steps=500) == "local/pointmaze/umaze-500steps-v2"
+    assert P.local_dataset_id("large", dense=True) == "local/pointmaze/large-dense-v2"
+    assert (
+        P.local_dataset_id("medium", True, 20_000) == "local/pointmaze/medium-dense-20000steps-v2"
+    )
 
 
 def test_generated_maze_dataset_is_consistent(umaze):
     episodes = list(umaze.iterate_episodes())
     assert umaze.total_steps == N_STEPS == sum(len(ep.rewards) for ep in episodes)
     assert umaze.total_episodes == len(episodes) > 10
-    for prev, ep in zip(episodes, episodes[1:]):  # one continuing stream, cut at each success
+    for prev, ep in itertools.pairwise(episodes):  # one continuing stream, cut at each success
         last, first = prev.observations["observation"][-1], ep.observations["observation"][0]
         assert np.array_equal(last, first)
     for ep in episodes:
@@ -900,13 +966,264 @@ def test_generated_maze_dataset_is_consistent(umaze):
         assert np.array_equal(obs["achieved_goal"], obs["observation"][:, :2])
         assert ep.truncations[-1] and not ep.truncations[:-1].any() and not ep.terminations.any()
         assert not ep.rewards[:-1].any()  # the episode is cut at its first success
+        assert np.abs(ep.actions).max() <= 1.0 and ep.actions.dtype == np.float32
     assert all(ep.rewards[-1] == 1 for ep in episodes[:-1])  # (the last one may be unfinished)
     meta = umaze.storage.metadata
     assert meta["ref_max_score"] > meta["ref_min_score"] + 50
+    assert meta["algorithm_name"].startswith("DFS")  # the official default planner
+    eval_env = P.make_env(umaze.recover_environment(eval_env=True))
+    assert eval_env.spec.max_episode_steps == 300
+    assert len(eval_env.unwrapped.maze.unique_goal_locations) == 1  # one fixed goal cell
+
+
+def test_dfs_and_qiteration_give_the_same_umaze_data(datasets_path):
+    """U-maze is a tree, so both planners make the same paths and the same data, bit for bit."""
+    data = {}
+    for solver in ("dfs", "qiteration"):
+        dataset = P.generate("umaze", f"local/pointmaze/{solver}-v0", 1500, ref_episodes=2,
+                             solver=solver, log=lambda m: None)  # fmt: skip
+        data[solver] = [(ep.observations["observation"], ep.actions, ep.truncations)
+                        for ep in dataset.iterate_episodes()]  # fmt: skip
+    assert len(data["dfs"]) == len(data["qiteration"]) > 10
+    for a, b in zip(data["dfs"], data["qiteration"]):
+        assert all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_make_env_deletes_the_maze_xml_file():
+    env = P.make_env("PointMaze_UMaze-v3")
+    assert env.unwrapped.tmp_xml_file_path and not os.path.exists(env.unwrapped.tmp_xml_file_path)
+
+
+def test_save_dataset_leaves_nothing_behind_on_failure(datasets_path):
+    env = P.make_env("PointMaze_UMaze-v3")
+    obs = env.reset(seed=0)[0]
+    episode = EpisodeBuffer(
+        observations={k: np.stack([v, v]) for k, v in obs.items()},
+        actions=np.zeros((1, 2), np.float32), rewards=np.zeros(1),
+        terminations=np.zeros(1, bool), truncations=np.ones(1, bool),
+    )  # fmt: skip
+    with pytest.raises(TypeError):  # the reference scores (written last) cannot be stored
+        P.save_dataset("local/test/broken-v0", [episode], env, env, ref_scores={"x": object()})
+    assert not get_dataset_path("local/test/broken-v0").exists()
+
+
+def test_mujoco_random_dataset(datasets_path):
+    dataset = collect_random_dataset("Hopper-v5", "local/hopper/random-test-v0", 300, seed=0)
+    loaded = minari.load_dataset("local/hopper/random-test-v0")
+    episodes = list(loaded.iterate_episodes())
+    assert loaded.total_steps == 300 == sum(len(ep.actions) for ep in episodes)
+    assert loaded.total_episodes == dataset.total_episodes == len(episodes) > 1  # hoppers fall
+    assert all(ep.observations.shape == (len(ep.actions) + 1, 11) for ep in episodes)
+    assert sum(ep.terminations[-1] for ep in episodes) == len(episodes) - 1  # the last: budget
+    assert episodes[-1].truncations[-1] and "ref_min_score" not in loaded.storage.metadata
+
+
+# ---- Reuse, repair and regeneration ----
+def test_load_or_generate_reuses_generated_data(datasets_path):
+    logs: list[str] = []
+    dataset = P.load_or_generate("umaze", 500, log=logs.append, ref_episodes=2)
+    assert dataset.spec.dataset_id == "local/pointmaze/umaze-500steps-v2"
+    assert dataset.total_steps == 500 and any("generating" in m for m in logs)
+    hdf5 = data_path("local/pointmaze/umaze-500steps-v2") / "main_data.hdf5"
+    written = hdf5.stat().st_mtime_ns
+    logs.clear()
+    again = P.load_or_generate("umaze", 500, log=logs.append, ref_episodes=2)
+    assert again.total_steps == 500 and again.total_episodes == dataset.total_episodes
+    assert any("using locally generated" in m for m in logs)
+    assert not any("generating" in m for m in logs) and hdf5.stat().st_mtime_ns == written
+
+
+def test_half_made_dataset_is_regenerated(datasets_path):
+    dataset_id = "local/pointmaze/umaze-500steps-v2"
+    P.load_or_generate("umaze", 500, log=lambda m: None, ref_episodes=2)
+    meta_file = data_path(dataset_id) / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    for key in ("ref_min_score", "ref_max_score", "num_episodes_average_score"):
+        del meta[key]  # as if killed after the data but before the reference scores
+    meta_file.write_text(json.dumps(meta))
+    logs: list[str] = []
+    dataset = P.load_or_generate("umaze", 500, log=logs.append, ref_episodes=2)
+    assert any("deleting" in m and "incomplete" in m for m in logs)
+    assert any("generating" in m for m in logs)
+    assert "ref_max_score" in dataset.storage.metadata and dataset.total_steps == 500
+
+
+def test_truncated_file_is_regenerated(datasets_path):
+    dataset_id = "local/pointmaze/umaze-500steps-v2"
+    P.load_or_generate("umaze", 500, log=lambda m: None, ref_episodes=2)
+    hdf5 = data_path(dataset_id) / "main_data.hdf5"
+    hdf5.write_bytes(hdf5.read_bytes()[: hdf5.stat().st_size // 2])
+    logs: list[str] = []
+    dataset = P.load_or_generate("umaze", 500, log=logs.append, ref_episodes=2)
+    assert any("unreadable" in m for m in logs) and any("generating" in m for m in logs)
+    assert sum(len(ep.rewards) for ep in dataset.iterate_episodes()) == 500
+
+
+def test_regenerate_rebuilds(datasets_path):
+    first = P.load_or_generate("umaze", 500, log=lambda m: None, ref_episodes=2)
+    actions = [ep.actions for ep in first.iterate_episodes()]
+    hdf5 = data_path("local/pointmaze/umaze-500steps-v2") / "main_data.hdf5"
+    written = hdf5.stat().st_mtime_ns
+    logs: list[str] = []
+    again = P.load_or_generate("umaze", 500, log=logs.append, regenerate=True, ref_episodes=2)
+    assert any("deleting" in m for m in logs) and any("generating" in m for m in logs)
+    assert hdf5.stat().st_mtime_ns != written
+    assert all(np.array_equal(a, e.actions) for a, e in zip(actions, again.iterate_episodes()))
+
+
+def test_two_processes_share_one_generation(datasets_path):
+    code = textwrap.dedent("""
+        import hashlib, sys, time
+        import numpy as np
+        from scripts.pointmaze_dataset import load_or_generate
+        time.sleep(max(0.0, float(sys.argv[1]) - time.time()))  # both start at the same moment
+        d = load_or_generate("umaze", 2000, log=lambda m: print("LOG", m), ref_episodes=5)
+        actions = np.concatenate([ep.actions for ep in d.iterate_episodes()])
+        print("RESULT", d.total_episodes, d.total_steps, d.storage.metadata["ref_max_score"],
+              hashlib.sha256(actions.tobytes()).hexdigest())
+    """)
+    start_at = str(time.time() + 4)  # after both have imported
+    procs = [subprocess.Popen([sys.executable, "-c", code, start_at], cwd=HERE, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+    logs = [[line for line in out.splitlines() if line.startswith("LOG")] for out, _ in outs]
+    assert sum(any("generating" in m for m in log) for log in logs) == 1
+    assert sum(any("using locally generated" in m for m in log) for log in logs) == 1
+    results = [[line for line in out.splitlines() if line.startswith("RESULT")] for out, _ in outs]
+    assert results[0] == results[1] and results[0][0].split()[2] == "2000"
+
+
+def test_file_lock_excludes_a_second_process(tmp_path):
+    lock, stamp = tmp_path / "sub" / "x.lock", tmp_path / "acquired"
+    code = textwrap.dedent(f"""
+        import time
+        from scripts.pointmaze_dataset import file_lock
+        with file_lock({str(lock)!r}):
+            open({str(stamp)!r}, "w").write(repr(time.time()))
+    """)
+    with P.file_lock(lock):
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=HERE)
+        time.sleep(3)  # time to import and reach the lock
+        assert proc.poll() is None and not stamp.exists()  # still waiting
+        released = time.time()
+    assert proc.wait(timeout=30) == 0
+    assert float(stamp.read_text()) >= released and lock.exists()  # the lock file stays
+
+
+# ---- The DFS planner ----
+RING = [  # a loop around one wall: two ways from (1, 1) to (1, 3)
+    [1, 1, 1, 1, 1],
+    [1, 0, 0, 0, 1],
+    [1, 0, 1, 0, 1],
+    [1, 0, 0, 0, 1],
+    [1, 1, 1, 1, 1],
+]
+
+
+def test_dfs_returns_the_official_path():
+    """Hand-checked against Minari's maze_solver.DFS: neighbours are pushed in the order
+    (0, 1), (0, -1), (-1, 0), (1, 0), so (2, 1) is expanded before (1, 2); a cell is marked
+    visited when pushed; the goal ends the search when popped."""
+    c = P.WaypointController(types.SimpleNamespace(maze_map=RING), np.random.default_rng(0))
+    # Goes the long way round (6 moves, not 2), as the official DFS does.
+    assert c._dfs_path((1, 1), (1, 3)) == {
+        (1, 1): (2, 1), (2, 1): (3, 1), (3, 1): (3, 2),
+        (3, 2): (3, 3), (3, 3): (2, 3), (2, 3): (1, 3),
+    }  # fmt: skip
+    # (1, 2) was pushed first from (1, 1) and never re-parented from (1, 3): a direct path.
+    assert c._dfs_path((1, 1), (1, 2)) == {(1, 1): (1, 2)}
+    assert c._dfs_path((3, 3), (3, 3)) == {}  # goal in the agent's own cell: no plan
+    # Q-iteration takes the shortest way instead.
+    assert c._plan((1, 3))[(1, 1)] == (1, 2)
+
+
+def test_controller_follows_the_dfs_path():
+    maze = P.make_env("PointMaze_UMaze-v3", maze_map=RING).unwrapped.maze
+    c = P.WaypointController(maze, np.random.default_rng(0))
+
+    def xy(cell):
+        return maze.cell_rowcol_to_xy(np.array(cell))
+
+    obs = {"achieved_goal": xy((1, 1)), "desired_goal": xy((1, 3)) + 0.1,
+           "observation": np.r_[xy((1, 1)), 0.0, 0.0]}  # fmt: skip
+    c(obs)
+    assert c.cell == (2, 1) and np.all(np.abs(c.waypoint - xy((2, 1))) <= 0.2)
+    same_cell = dict(obs, desired_goal=xy((1, 1)) + 0.2)  # a new goal in the agent's own cell
+    assert np.allclose(c(same_cell), 10 * 0.2)  # heads straight for it
+
+
+# ---- Command line ----
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(SCRIPT), *args]
+    env = {**os.environ, **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, cwd=HERE, env=env, check=False)
+
+
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    cases = [
+        (["--maze", "nope"], {}, "invalid choice: 'nope'"),
+        (["--maze", "umaze", "--steps", "0"], {}, "--steps must be positive"),
+        (["--maze", "umaze"], {"MINARI_DATASETS_PATH": str(not_a_dir / "d")}, "cannot write"),
+    ]
+    for args, env, message in cases:
+        res = run_cli(*args, env=env)
+        assert res.returncode == 2 and res.stdout == "", res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and message in res.stderr
+
+
+def test_cli_generates_then_reports_existing(datasets_path, capsys):
+    assert P.main(["--maze", "umaze", "--steps", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "generating local/pointmaze/umaze-1000steps-v2" in out
+    assert "reach their goal" in out and "reference returns: random" in out
+    assert "python train_offline.py --env maze2d-umaze --dataset-size 1000" in out
+    assert P.main(["--maze", "umaze", "--steps", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert "using locally generated" in out and "generating" not in out
+    assert str(get_dataset_path("local/pointmaze/umaze-1000steps-v2")) in out
+
+
+def test_cli_ctrl_c_leaves_no_dataset(datasets_path, monkeypatch, capsys):
+    def killed_while_writing(dataset_id, *args, **kwargs):
+        get_dataset_path(dataset_id).joinpath("data").mkdir(parents=True)  # a half-made folder
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(P.minari, "create_dataset_from_buffers", killed_while_writing)
+    monkeypatch.setattr(P, "get_average_reference_score", lambda *args: 0.0)
+    assert P.main(["--maze", "umaze", "--steps", "1000"]) == 130
+    err = capsys.readouterr().err.replace("\r", "\n")  # (tqdm's progress bar uses \r)
+    assert [line for line in err.splitlines() if "interrupted" in line] == [
+        "interrupted: no dataset local/pointmaze/umaze-1000steps-v2 was written"
+    ]
+    assert not get_dataset_path("local/pointmaze/umaze-1000steps-v2").exists()
+
+
+def test_draw_maze_draws_every_wall():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    maze = P.make_env("PointMaze_Medium-v3").unwrapped.maze
+    fig, ax = plt.subplots()
+    P.draw_maze(ax, maze)
+    assert len(ax.patches) == sum(cell == 1 for row in maze.maze_map for cell in row)
+    assert ax.get_xlim() == (-maze.x_map_center, maze.x_map_center)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# train_offline.py: arrays and relabelling, termination rules, evaluation (MINARI_DATASETS_PATH is
+# set per test: minari reads it on each call; HF_HUB_OFFLINE makes a missing download fail at once)
+# ------------------------------------------------------------------------------------------------
 
 
 def test_maze_arrays_are_relabelled_against_the_eval_goal(umaze):
-    arrays = T.dataset_to_arrays(umaze, T.TASKS["maze2d-umaze"])
+    arrays = T.dataset_to_arrays(umaze, T.resolve_task("maze2d-umaze"))
     n = N_STEPS
     assert arrays["observations"].shape == arrays["next_observations"].shape == (n, 4)
     assert arrays["actions"].shape == (n, 2) and arrays["episode_ids"].dtype == np.int64
@@ -920,21 +1237,8 @@ def test_maze_arrays_are_relabelled_against_the_eval_goal(umaze):
     assert 0 < arrays["rewards"].mean() < 0.5
 
 
-def test_load_dataset_reuses_generated_maze_data(datasets_path):
-    task = T.TASKS["maze2d-umaze"]
-    logs: list[str] = []
-    dataset = T.load_dataset(task, dataset_size=500, log=logs.append)
-    assert T.local_dataset_id(task, 500) == "local/pointmaze/umaze-500steps-v2"
-    assert dataset.spec.dataset_id == "local/pointmaze/umaze-500steps-v2"
-    assert dataset.total_steps == 500 and any("generating" in m for m in logs)
-    logs.clear()
-    assert T.load_dataset(task, dataset_size=500, log=logs.append).total_steps == 500
-    assert any("using locally generated" in m for m in logs)
-    assert T.local_dataset_id(T.TASKS["maze2d-large-dense"]) == "local/pointmaze/large-dense-v2"
-
-
 def test_mujoco_random_dataset_to_arrays(datasets_path):
-    dataset = T.collect_random_dataset("Hopper-v5", "local/hopper/random-test-v0", 300, seed=0)
+    dataset = collect_random_dataset("Hopper-v5", "local/hopper/random-test-v0", 300, seed=0)
     task = T.resolve_task("local/hopper/random-test-v0")
     assert task.maze is None and T.termination_fn(task) is not None
     arrays = T.dataset_to_arrays(minari.load_dataset("local/hopper/random-test-v0"), task)
@@ -944,7 +1248,7 @@ def test_mujoco_random_dataset_to_arrays(datasets_path):
 
 
 def test_termination_functions():
-    hopper = T.termination_fn(T.TASKS["hopper-medium"])
+    hopper = T.termination_fn(T.resolve_task("hopper-medium"))
     healthy = torch.zeros(4, 11)
     healthy[:, 0] = 1.25
     fallen, tilted, exploded = healthy.clone(), healthy.clone(), healthy.clone()
@@ -954,32 +1258,34 @@ def test_termination_functions():
     assert not hopper(healthy).any()
     for s in (fallen, tilted, exploded):
         assert hopper(s).tolist() == [True, False, False, False]
-    walker = T.termination_fn(T.TASKS["walker2d-medium"])
+    walker = T.termination_fn(T.resolve_task("walker2d-medium"))
     states = torch.zeros(4, 17)
     states[:, 0] = torch.tensor([1.2, 0.5, 2.5, 1.2])
     states[3, 1] = -1.5
     assert walker(states).tolist() == [False, True, True, True]
-    assert T.termination_fn(T.TASKS["halfcheetah-medium"]) is None
-    assert T.termination_fn(T.TASKS["maze2d-umaze"]) is None
+    assert T.termination_fn(T.resolve_task("halfcheetah-medium")) is None
+    assert T.termination_fn(T.resolve_task("maze2d-umaze")) is None
 
 
-def test_normalized_score_and_evaluate(umaze, datasets_path):
+def test_evaluate_scores_and_seeds(umaze, datasets_path):
     meta = umaze.storage.metadata
     lo, hi = meta["ref_min_score"], meta["ref_max_score"]
-    assert np.allclose(T.normalized_score(umaze, np.array([lo, hi, (lo + hi) / 2])), [0, 100, 50])
     rng = np.random.default_rng(0)
     random_policy = lambda s: rng.uniform(-1, 1, (len(s), 2))  # noqa: E731
-    result = T.evaluate(random_policy, umaze, T.TASKS["maze2d-umaze"], 3, 0)
-    assert all(np.isfinite(v) for v in result.values())
-    assert np.isclose(result["score_mean"], T.normalized_score(umaze, result["return_mean"]))
-    hopper = T.collect_random_dataset("Hopper-v5", "local/hopper/random-test-v0", 50, seed=0)
-    assert T.normalized_score(hopper, np.array([1.0])) is None  # no reference scores stored
-    result = T.evaluate(lambda s: np.zeros((len(s), 3)), hopper, T.resolve_task("x/y-v0"), 2, 0)
-    assert result["score_mean"] is None and np.isfinite(result["return_mean"])
+    result = T.evaluate(random_policy, umaze, 3, seed=0)
+    assert np.isclose(result["score"], 100 * (result["return"] - lo) / (hi - lo))
+    to_goal = lambda s: np.clip(5 * (np.array([[-1.0, 1.0]]) - s[:, :2]) - s[:, 2:], -1, 1)  # noqa: E731
+    first = T.evaluate(to_goal, umaze, 4, seed=5)
+    assert first == T.evaluate(to_goal, umaze, 4, seed=5)  # episode k is reset with seed + k
+    assert first != T.evaluate(to_goal, umaze, 4, seed=6) and first["return"] > 0
+    hopper = collect_random_dataset("Hopper-v5", "local/hopper/random-test-v0", 50, seed=0)
+    result = T.evaluate(lambda s: np.zeros((len(s), 3)), hopper, 2, seed=0)
+    assert np.isnan(result["score"]) and np.isfinite(result["return"])  # no reference scores
 
 
 def test_resolve_task():
     assert T.resolve_task("maze2d-medium").dataset_id == "D4RL/pointmaze/medium-v2"
+    assert T.resolve_task("maze2d-large-dense").dense
     assert T.resolve_task("D4RL/pointmaze/large-dense-v2").maze == "large"
     assert T.resolve_task("mujoco/hopper/medium-v0").maze is None
     with pytest.raises(T.UserError, match="unknown env 'nope'; known: .*maze2d-umaze"):
@@ -987,15 +1293,25 @@ def test_resolve_task():
 
 
 def test_missing_mujoco_dataset_is_a_user_error(datasets_path, monkeypatch):
-    monkeypatch.setattr(T, "_hub_reachable", lambda: False)  # as on the offline build machine
-    start = time.time()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network, but at once
     with pytest.raises(T.UserError, match="minari download mujoco/hopper/medium-v0"):
-        T.load_dataset(T.TASKS["hopper-medium"], log=lambda m: None)
-    assert time.time() - start < 5
+        T.load_dataset(T.resolve_task("hopper-medium"), None, log=lambda m: None)
+
+
+def test_fingerprint_follows_the_settings_the_code_uses():
+    cfg = D.Config()
+    key = T.fingerprint([D.train_diffusion], cfg, "data")
+    rl_only = dataclasses.replace(cfg, lr=1e-3, alpha=1.0, updates=7)
+    assert key == T.fingerprint([D.train_diffusion], rl_only, "data")
+    assert key != T.fingerprint([D.train_diffusion], dataclasses.replace(cfg, dm_steps=10), "data")
+    assert key != T.fingerprint([D.train_diffusion], cfg, "other data")
+    dyn = T.fingerprint([D.train_dynamics], cfg, "data")
+    assert dyn == T.fingerprint([D.train_dynamics], dataclasses.replace(cfg, dm_steps=10), "data")
+    assert dyn != T.fingerprint([D.train_dynamics], dataclasses.replace(cfg, n_elites=3), "data")
 
 
 # ------------------------------------------------------------------------------------------------
-# train_offline.py: the command line end to end, bad input, resume, atomic writes
+# train_offline.py: the command line end to end, seeds, caches, concurrency, bad input, resume
 # ------------------------------------------------------------------------------------------------
 
 
@@ -1003,184 +1319,288 @@ def test_missing_mujoco_dataset_is_a_user_error(datasets_path, monkeypatch):
 def workdir(tmp_path_factory):
     """A private Minari folder, cache and runs folder shared by the driver tests."""
     root = tmp_path_factory.mktemp("driver")
-    old = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root / "datasets")
+    saved = {k: os.environ.get(k) for k in ("MINARI_DATASETS_PATH", "HF_HUB_OFFLINE")}
+    os.environ.update(MINARI_DATASETS_PATH=str(root / "datasets"), HF_HUB_OFFLINE="1")
     yield root
-    if old is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = old
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
 
 
-def run_main(workdir, *argv):
+def run_main(workdir, *argv, cache="cache"):
     """train_offline.main in this process; returns the exit code (0 when it returns)."""
-    import train_offline
-
     try:
-        train_offline.main(
-            [*argv, "--out", str(workdir / "runs"), "--cache", str(workdir / "cache")]
-        )
+        T.main([*argv, "--out", str(workdir / "runs"), "--cache", str(workdir / cache)])
     except SystemExit as e:
-        return e.code
+        return e.code if isinstance(e.code, int) else 1
     return 0
 
 
-def run_dirs(workdir, algo):
-    return sorted((workdir / "runs").glob(f"*__{algo}__*"))
+def run_dirs(workdir, pattern):
+    return sorted((workdir / "runs").glob(f"*__{pattern}__*"), key=lambda p: p.stat().st_mtime)
 
 
-def read_metrics(run_dir):
+def rl_rows(run_dir):
+    """The RL rows of metrics.csv without the wall-clock column."""
     with open(run_dir / "metrics.csv") as f:
-        return list(csv.DictReader(f))
+        return [{k: v for k, v in r.items() if k != "time"} for r in csv.DictReader(f)
+                if r["phase"] == "rl"]  # fmt: skip
+
+
+def subprocess_env(workdir, **extra):
+    env = dict(MINARI_DATASETS_PATH=str(workdir / "datasets"), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return os.environ | env | extra
 
 
 def test_smoke_cli_end_to_end(workdir):
     """The real command line, in a subprocess: every phase, every file, a score in the metrics."""
-    env = dict(os.environ, MINARI_DATASETS_PATH=str(workdir / "datasets"))
-    out = subprocess.run(
-        [
-            sys.executable,
-            "train_offline.py",
-            "--smoke",
-            "--out",
-            str(workdir / "runs"),
-            "--cache",
-            str(workdir / "cache"),
-        ],
-        cwd=HERE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
+    cmd = [sys.executable, "train_offline.py", "--smoke", "--threads", "1",
+           "--out", str(workdir / "runs"), "--cache", str(workdir / "cache")]  # fmt: skip
+    out = subprocess.run(cmd, cwd=HERE, env=subprocess_env(workdir), capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "SMOKE RUN" in out.stdout and "final normalised score" in out.stdout
-    (run,) = run_dirs(workdir, "dydiff")
-    for name in (
-        "config.json",
-        "metrics.csv",
-        "summary.json",
-        "checkpoint.pt",
-        "learning_curve.png",
-        "trajectories.png",
-    ):
+    assert "SMOKE RUN" in out.stdout and "normalised score final" in out.stdout
+    for name in ("dynamics", "reward", "diffusion"):
+        assert f"{name} model: trained" in out.stdout
+    (run,) = run_dirs(workdir, "dydiff__0")
+    for name in ("config.json", "metrics.csv", "summary.json", "checkpoint.pt",
+                 "learning_curve.png", "trajectories.png"):  # fmt: skip
         assert (run / name).stat().st_size > 0, name
-    rows = read_metrics(run)
+    with open(run / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
     assert [r["phase"] for r in rows][:3] == ["dynamics", "dynamics", "reward"]  # 2 epochs each
     assert {r["phase"] for r in rows} == {"dynamics", "reward", "diffusion", "rl"}
     assert all(float(r["holdout_mse"]) > 0 for r in rows if r["phase"] in ("dynamics", "reward"))
     scored = [r for r in rows if r["score"]]
     assert [int(r["update"]) for r in scored] == [150, 300]
     assert all(float(r["kept_trajectories"]) == round(0.6 * 64) for r in scored)
+    assert all(
+        np.isfinite(float(r["q_real"])) and np.isfinite(float(r["q_synthetic"])) for r in scored
+    )
     summary = json.loads((run / "summary.json").read_text())
     assert summary["updates"] == 300 and summary["final_score"] == float(scored[-1]["score"])
+    assert summary["commit"] and not Path(summary["commit"].split("-")[0]).is_absolute()
 
 
-def test_td3bc_baseline_skips_models(workdir, capsys):
-    assert run_main(workdir, "--smoke", "--algo", "td3bc") == 0
-    out = capsys.readouterr().out
-    assert "dynamics" not in out and "diffusion" not in out
-    (run,) = run_dirs(workdir, "td3bc")
-    rows = read_metrics(run)
-    assert rows[-1]["update"] == "300" and rows[-1]["synthetic_rows"] == "0"
-
-
-def test_second_run_reuses_cached_models(workdir, capsys):
-    assert run_main(workdir, "--smoke", "--updates", "150", "--seed", "5") == 0
-    assert "loaded from cache" not in capsys.readouterr().out  # a new seed trains its models
-    assert run_main(workdir, "--smoke", "--updates", "150", "--seed", "5") == 0
+def test_same_seed_same_numbers_with_or_without_cached_models(workdir, capsys):
+    """Pretraining has its own random stream and the RL phase is reseeded: a run whose models come
+    from the cache gives exactly the metrics of the run that trained them."""
+    assert run_main(workdir, "--smoke", "--seed", "11", cache="cache_fresh") == 0
+    assert "diffusion model: trained" in capsys.readouterr().out
+    assert run_main(workdir, "--smoke", "--seed", "11", cache="cache_fresh") == 0
     out = capsys.readouterr().out
     for name in ("dynamics", "reward", "diffusion"):
-        assert f"{name}: loaded from cache" in out
+        assert f"{name} model: loaded from" in out
+    first, second = run_dirs(workdir, "dydiff__11")
+    assert len(rl_rows(first)) > 0 and rl_rows(first) == rl_rows(second)
 
 
-def test_help_lists_every_config_flag(workdir, capsys):
-    assert run_main(workdir, "--help") == 0
-    out = capsys.readouterr().out
-    assert "--keep-ratio" in out and "fraction of trajectories kept by the reward filter" in out
-    assert "--unet-dim-mults" in out and "--predict-epsilon" in out
+def test_dydiff_and_td3bc_start_from_the_same_networks(workdir, monkeypatch):
+    """A paired comparison: with the same --seed both algorithms build the same initial actor and
+    critics, whatever pretraining drew from the random generator before."""
+    made = []
+    init = D.TD3BC.__init__
+
+    def record(self, *a, **k):
+        init(self, *a, **k)
+        made.append(torch.cat([p.detach().flatten().clone() for p in
+                               [*self.actor.parameters(), *self.q1.parameters()]]))  # fmt: skip
+
+    monkeypatch.setattr(D.TD3BC, "__init__", record)
+    for algo, seed in (("dydiff", "12"), ("td3bc", "12"), ("td3bc", "13")):
+        argv = ("--smoke", "--algo", algo, "--seed", seed, "--updates", "10", "--eval-every", "10")
+        assert run_main(workdir, *argv) == 0
+    assert torch.equal(made[0], made[1]) and not torch.equal(made[1], made[2])
+
+
+def copy_repo(dest: Path) -> Path:
+    dest.mkdir()
+    for name in ("dydiff.py", "train_offline.py"):
+        (dest / name).write_text((HERE / name).read_text())
+    (dest / "scripts").mkdir()
+    for f in (HERE / "scripts").glob("*.py"):
+        (dest / "scripts" / f.name).write_text(f.read_text())
+    return dest
+
+
+def test_cached_models_follow_the_code(workdir, tmp_path):
+    """In a copy of the code: edit nothing and every model is loaded; edit the MLP denoiser and the
+    diffusion model alone is retrained."""
+    repo = copy_repo(tmp_path / "repo")
+    cmd = [sys.executable, "train_offline.py", "--smoke", "--updates", "10", "--eval-every", "10",
+           "--threads", "1", "--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")]  # fmt: skip
+
+    def run() -> str:
+        out = subprocess.run(cmd, cwd=repo, env=subprocess_env(workdir), capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stdout
+
+    assert "diffusion model: trained" in run()
+    out = run()
+    assert all(f"{m} model: loaded" in out for m in ("dynamics", "reward", "diffusion"))
+    source = (repo / "dydiff.py").read_text()
+    edit = "        h = self.inp(x.flatten(1))\n"
+    assert source.count(edit) == 1
+    (repo / "dydiff.py").write_text(source.replace(edit, edit + "        h = h * 1.0  # an edit\n"))
+    out = run()
+    assert "diffusion model: trained" in out
+    assert "dynamics model: loaded" in out and "reward model: loaded" in out
+
+
+def test_two_runs_at_once_share_data_and_models(workdir, tmp_path):
+    """Two first runs started together on an empty machine: one generates the dataset and trains
+    each model, the other waits and reuses them; neither crashes."""
+    env = subprocess_env(workdir, MINARI_DATASETS_PATH=str(tmp_path / "datasets"))
+    cmd = [sys.executable, "train_offline.py", "--smoke", "--updates", "10", "--eval-every", "10",
+           "--threads", "1", "--out", str(tmp_path / "runs"), "--cache", str(tmp_path / "cache")]  # fmt: skip
+    procs = [subprocess.Popen(cmd + ["--seed", str(s)], cwd=HERE, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for s in (0, 1)]  # fmt: skip
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    both = "".join(outs)
+    assert both.count("generating local/pointmaze/umaze-20000steps-v2 (20,000 steps)") == 1
+    assert both.count("using locally generated") == 1
+    for name in ("dynamics", "reward", "diffusion"):
+        assert (
+            both.count(f"{name} model: trained") == 1 and both.count(f"{name} model: loaded") == 1
+        )
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 1
 
 
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--env", "nope"], "unknown env 'nope'; known: maze2d-umaze"),
-        (["--denoiser", "unet", "--horizon", "30"], "horizon 30 must be divisible by 4"),
+        (["--denoiser", "unet", "--horizon", "30"], "horizon must be divisible by 4"),
         (["--keep-ratio", "0"], "keep_ratio must be in (0, 1]"),
-        (["--keep-ratio", "1.5"], "keep_ratio must be in (0, 1]"),
         (["--real-ratio", "-0.1"], "real_ratio must be in [0, 1]"),
+        (["--lr", "-0.001"], "lr must be > 0"),
+        (["--gamma", "1.5"], "gamma must be in [0, 1)"),
+        (["--tau", "2"], "tau must be in (0, 1]"),
+        (["--ema-decay", "1"], "ema_decay must be in [0, 1)"),
+        (["--temperature", "0"], "temperature must be > 0"),
         (["--updates", "0"], "updates must be positive"),
         (["--rollout-batch-size", "-4"], "rollout_batch_size must be positive"),
-        (["--dataset-size", "0"], "--dataset-size must be positive"),
-        (["--horizon", "400"], "no episode is at least horizon=400 steps long"),
-        (["--eval-episodes", "-1"], "--eval-episodes must be positive"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--model-seed", "-2"], "--model-seed must be >= 0"),
+        (["--dataset-size", "0"], "--dataset-size must be >= 1"),
+        (["--dataset-size", "5"], "--dataset-size must be at least horizon=8"),
+        (["--eval-episodes", "-1"], "--eval-episodes must be >= 1"),
+        (["--horizon", "400"], "no episode is at least 400 steps long"),
+        (["--device", "cuda:7"], "--device cuda:7"),
+        (["--device", "tpu"], "--device tpu"),
+        (["--resume", "/nonexistent/run"], "no readable checkpoint.pt"),
     ],
 )
-def test_bad_settings_one_line_error(workdir, capsys, argv, message):
-    assert run_main(workdir, "--smoke", *argv) == 2
+def test_bad_input_gets_one_line_and_writes_nothing(workdir, capsys, argv, message):
+    before = set((workdir / "runs").glob("*")) if (workdir / "runs").exists() else set()
+    assert run_main(workdir, "--smoke", *argv) != 0
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err, err
+    if "--horizon" not in argv:  # found only once the data is read, after the run folder exists
+        assert set((workdir / "runs").glob("*")) == before  # no run folder, nothing written
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_without_cuda(workdir, capsys):
-    assert run_main(workdir, "--smoke", "--device", "cuda") == 2
-    assert "CUDA is not available" in capsys.readouterr().err
+@pytest.mark.parametrize("flag", ["--out", "--cache"])
+def test_unwritable_folder_is_one_line(workdir, capsys, tmp_path, flag):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    argv = ["--smoke", "--out", str(workdir / "runs"), "--cache", str(workdir / "cache")]
+    argv[argv.index(flag) + 1] = str(blocker / "sub")
+    with pytest.raises(SystemExit) as e:
+        T.main(argv)
+    err = capsys.readouterr().err
+    assert (
+        e.value.code != 0 and f"cannot write to {blocker / 'sub'}" in err and "Traceback" not in err
+    )
+    assert blocker.read_text() == "not a folder"
 
 
-def test_dataset_not_available(workdir, capsys, monkeypatch):
-    import train_offline
+def test_corrupt_cache_files_are_rebuilt_saying_so(workdir, capsys):
+    assert run_main(workdir, "--smoke", "--seed", "14", cache="cache_corrupt") == 0
+    capsys.readouterr()
+    cache = workdir / "cache_corrupt"
+    for path in [*cache.glob("*.npz"), *(cache / "models").glob("diffusion__*.pt")]:
+        path.write_bytes(path.read_bytes()[:100])  # truncated
+    assert run_main(workdir, "--smoke", "--seed", "14", cache="cache_corrupt") == 0
+    out = capsys.readouterr().out
+    assert out.count("is corrupt") == 2 and "diffusion model: trained" in out
+    first, second = run_dirs(workdir, "dydiff__14")
+    assert rl_rows(first) == rl_rows(second)  # rebuilt exactly as before
 
-    monkeypatch.setattr(train_offline, "_hub_reachable", lambda timeout=3.0: False)
-    assert run_main(workdir, "--env", "hopper-medium", "--smoke") == 2
-    assert "minari download mujoco/hopper/medium-v0" in capsys.readouterr().err
+
+def test_truncated_local_dataset_is_regenerated(workdir, capsys):
+    """A locally generated dataset whose HDF5 file was cut short is regenerated, and the run goes on."""
+    argv = (
+        "--smoke",
+        "--algo",
+        "td3bc",
+        "--dataset-size",
+        "3000",
+        "--updates",
+        "10",
+        "--eval-every",
+        "10",
+    )
+    assert run_main(workdir, *argv) == 0
+    (h5,) = (get_dataset_path("local/pointmaze/umaze-3000steps-v2") / "data").glob("*.hdf5")
+    h5.write_bytes(h5.read_bytes()[: h5.stat().st_size // 2])
+    capsys.readouterr()
+    assert run_main(workdir, *argv) == 0
+    out = capsys.readouterr().out
+    assert "unreadable" in out and "generating local/pointmaze/umaze-3000steps-v2" in out
 
 
-def test_interrupt_then_resume(workdir, capsys, monkeypatch):
-    """Ctrl-C saves a checkpoint and exits 130; --resume continues from the saved update."""
-    import train_offline
+def test_truncated_official_dataset_tells_what_to_do(workdir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    P.generate("umaze", "D4RL/pointmaze/umaze-v2", 2000, ref_episodes=2, log=lambda m: None)
+    (h5,) = (get_dataset_path("D4RL/pointmaze/umaze-v2") / "data").glob("*.hdf5")
+    h5.write_bytes(h5.read_bytes()[: h5.stat().st_size // 2])
+    argv = ("--algo", "td3bc", "--updates", "10", "--eval-every", "10", "--eval-episodes", "1")
+    assert run_main(workdir, *argv, cache="cache_official") != 0
+    err = capsys.readouterr().err
+    assert "error: dataset D4RL/pointmaze/umaze-v2 is unreadable" in err
+    assert "minari delete D4RL/pointmaze/umaze-v2" in err and "Traceback" not in err
+    assert h5.exists()  # the user's file is left for the user
 
-    real_evaluate = train_offline.evaluate
+
+def test_interrupt_then_resume_gives_the_uninterrupted_numbers(workdir, capsys, monkeypatch):
+    """Ctrl-C saves a checkpoint (with every random generator) and exits 130; --resume continues
+    to exactly the metrics of a run that was never interrupted."""
+    assert run_main(workdir, "--smoke", "--seed", "7") == 0
+    (straight,) = run_dirs(workdir, "dydiff__7")
+    real_evaluate = T.evaluate
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_offline, "evaluate", interrupted)
+    monkeypatch.setattr(T, "evaluate", interrupted)
     assert run_main(workdir, "--smoke", "--seed", "7") == 130
-    (run,) = run_dirs(workdir, "dydiff__7")
-    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
-    assert ckpt["trainer"]["updates"] == 150
+    run = run_dirs(workdir, "dydiff__7")[-1]
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["trainer"]["updates"] == 150
     assert "--resume" in capsys.readouterr().out
-
-    monkeypatch.setattr(train_offline, "evaluate", real_evaluate)
+    monkeypatch.setattr(T, "evaluate", real_evaluate)
     assert run_main(workdir, "--resume", str(run)) == 0
     assert "resumed" in capsys.readouterr().out
-    summary = json.loads((run / "summary.json").read_text())
-    assert summary["updates"] == 300
-    assert [int(r["update"]) for r in read_metrics(run) if r["score"]] == [300]
+    assert json.loads((run / "summary.json").read_text())["updates"] == 300
+    resumed = rl_rows(run)
+    assert resumed[-1] == rl_rows(straight)[-1]  # the same final metrics, evaluation included
+    assert [r["update"] for r in resumed if r["score"]] == ["300"]  # the interrupted one is lost
 
 
-def test_resume_rejects_other_config_and_corrupt_checkpoint(workdir, capsys):
-    assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "6", "--updates", "150") == 0
-    (run,) = run_dirs(workdir, "td3bc__6")
-    assert run_main(workdir, "--resume", str(run), "--keep-ratio", "0.3") == 2
-    assert "another configuration" in capsys.readouterr().err
-    bad = workdir / "runs" / "corrupt"
-    bad.mkdir()
-    (bad / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    assert run_main(workdir, "--resume", str(bad)) == 2
+def test_corrupt_checkpoint_is_one_line(workdir, capsys, tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    assert run_main(workdir, "--resume", str(tmp_path)) != 0
     err = capsys.readouterr().err
-    assert "unreadable" in err and "Traceback" not in err
+    assert "no readable checkpoint.pt" in err and "Traceback" not in err
 
 
 def test_nan_loss_stops_naming_the_phase(workdir, capsys, monkeypatch):
-    import dydiff
-
     monkeypatch.setattr(
-        dydiff.TD3BC, "update", lambda self, b: {"critic_loss": torch.tensor(float("nan"))}
+        D.TD3BC, "update", lambda self, b: {"critic_loss": torch.tensor(float("nan"))}
     )
-    assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "3") == 3
+    assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "3") != 0
     err = capsys.readouterr().err
     assert "critic loss became nan" in err and "Traceback" not in err
 
@@ -1188,9 +1608,17 @@ def test_nan_loss_stops_naming_the_phase(workdir, capsys, monkeypatch):
 def test_nan_in_pretraining_stops_naming_the_phase(workdir, capsys, monkeypatch):
     loss = D.GaussianDiffusion.loss
     monkeypatch.setattr(D.GaussianDiffusion, "loss", lambda *a: loss(*a) * float("nan"))
-    assert run_main(workdir, "--smoke", "--seed", "4") == 3
+    assert run_main(workdir, "--smoke", "--seed", "4", "--dm-steps", "100") != 0
     err = capsys.readouterr().err
     assert "diffusion training loss became nan" in err and "Traceback" not in err
+
+
+def test_help_lists_every_config_flag(workdir, capsys):
+    assert run_main(workdir, "--help") == 0
+    out = capsys.readouterr().out
+    for f in dataclasses.fields(D.Config)[1:]:
+        assert f"--{f.name.replace('_', '-')}" in out
+    assert "fraction of trajectories kept by the reward filter" in out
 
 
 class Explodes:
@@ -1198,39 +1626,10 @@ class Explodes:
         raise RuntimeError("disk full")
 
 
-def test_interrupted_write_keeps_previous_checkpoint(tmp_path):
-    import train_offline
-
+def test_interrupted_write_keeps_the_previous_file(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    train_offline.save_torch({"updates": 1, "weights": torch.arange(1000)}, path)
+    T.atomic_write(path, lambda tmp: torch.save({"updates": 1}, tmp))
     with pytest.raises((RuntimeError, pickle.PicklingError)):
-        train_offline.save_torch(
-            {"updates": 2, "weights": torch.arange(1000), "x": Explodes()}, path
-        )
+        T.atomic_write(path, lambda tmp: torch.save({"updates": 2, "x": Explodes()}, tmp))
     assert torch.load(path, weights_only=False)["updates"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
-
-
-def test_in_walls_marks_wall_cells_only():
-    env = T._make_env("PointMaze_UMaze-v3")
-    maze = env.unwrapped.maze
-    cells = [(i, j) for i in range(len(maze.maze_map)) for j in range(len(maze.maze_map[0]))]
-    xy = np.array([maze.cell_rowcol_to_xy(np.array(c)) for c in cells])
-    states = np.concatenate([xy, np.zeros_like(xy)], 1)  # (x, y, vx, vy)
-    expected = [maze.maze_map[i][j] == 1 for i, j in cells]
-    assert T.in_walls(states, maze).tolist() == expected
-    env.close()
-
-
-def test_rollout_error_experiment(workdir):
-    """The Fig. 3 experiment end to end on smoke sizes: per-step errors for every method, and the
-    simulator (the PointMaze state set from x, y, vx, vy) never puts the ball inside a wall."""
-    assert run_main(workdir, "--experiment", "rollout-error", "--smoke") == 0
-    result = json.loads((workdir / "runs" / "rollout_error_smoke.json").read_text())
-    methods = result["per_method"]["expert"]
-    assert methods["simulator"]["in_walls"] == 0.0
-    for label in ("dynamics (single-step)", "DyDiff M=1", "DyDiff M=2", "DyDiff M=4"):
-        mse = methods[label]["mse"]
-        assert len(mse) == result["horizon"] == 8 and mse[0] == 0.0  # s0 is the data's state
-        assert all(m >= 0 for m in mse) and 0 <= methods[label]["in_walls"] <= 1
-    assert (workdir / "runs" / "rollout_error_smoke.png").stat().st_size > 0

@@ -1,15 +1,16 @@
-"""DyDiff+TD3BC against TD3+BC: several seeds each, same data, budget and evaluation.
+"""Scores over seeds: runs train_offline.py, keeps one JSON per run, and compares algorithms.
 
-    python benchmarks/scores.py --env maze2d-umaze --seeds 0 1 2 [--parallel 2 --threads 1]
+    python benchmarks/scores.py --env maze2d-umaze --algos dydiff td3bc --seeds 0 1 2 [--parallel 2]
     python benchmarks/scores.py --env maze2d-umaze --aggregate-only
-    python benchmarks/scores.py --algos dydiff --seeds 0 --iterations 0 --label M=0 --group ablation_M
+    python benchmarks/scores.py --algos dydiff --seeds 0 1 2 --iterations 0 --label M=0 --group ablation_M
 
-Anything not listed below goes to train_offline.py as it is (--iterations 0 above).
-
-Each run is the ordinary command `python train_offline.py --env E --algo A --seed S` (logs in
-runs/scores/logs/). Its summary and learning curve are copied to results/scores/<env>/<algo>_seed<S>.json
-(command, seed, git commit, scores, phase times); then results/scores_<env>.json holds mean +- std
-over seeds of the final and best normalised score, and results/scores_<env>.png both curves.
+Anything not listed below goes to train_offline.py as it is (--iterations 0 above). Each run is the
+ordinary command `python train_offline.py --env E --algo A --seed S ...` (run folder and log.txt
+in runs/<group>/<env>/<label>_seed<S>/). Its summary and learning curve go to results/<group>/<env>/<label>_seed<S>.json
+as soon as it ends. The aggregate, results/<group>_<env>.json (and a table printed as markdown),
+reports per label the mean and SAMPLE standard deviation over seeds of the final score (the last
+evaluation) and of the mean of the last five evaluations, and for every label against --baseline
+the paired difference over the seeds both have, with a 95% bootstrap interval (resampling seeds).
 """
 
 import argparse
@@ -27,24 +28,19 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], group: str) -> Path:
-    """Run train_offline.py once (in runs/<group>/); return its run folder."""
-    out = ROOT / "runs" / group
-    (out / "logs").mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "train_offline.py", "--env", env, "--algo", algo, "--seed", str(seed),
+def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], out: Path) -> Path:
+    """Run train_offline.py once with --out `out` (a folder of its own); return its run folder."""
+    (ROOT / out).mkdir(parents=True, exist_ok=True)
+    cmd = ["python", "train_offline.py", "--env", env, "--algo", algo, "--seed", str(seed),
            "--threads", str(threads), "--out", str(out), *extra]  # fmt: skip
-    log = out / "logs" / f"{env.replace('/', '_')}__{algo}__{seed}.log"
+    log = ROOT / out / "log.txt"
     start = time.time()
-    with log.open("w") as f:
-        code = subprocess.run(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT).returncode
-    print(
-        f"{algo} seed {seed}: exit {code} after {time.time() - start:.0f} s (log {log})", flush=True
-    )
+    with log.open("a") as f:
+        code = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, stdout=f, stderr=f).returncode
+    print(f"{out}: exit {code} after {time.time() - start:.0f} s", flush=True)
     if code != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
-    return max(
-        out.glob(f"{env.replace('/', '_')}__{algo}__{seed}__*"), key=lambda p: p.stat().st_mtime
-    )
+    return max((ROOT / out).glob("*__*"), key=lambda p: p.stat().st_mtime)
 
 
 def collect(run_dir: Path, dest: Path, label: str) -> None:
@@ -52,42 +48,75 @@ def collect(run_dir: Path, dest: Path, label: str) -> None:
     summary = json.loads((run_dir / "summary.json").read_text())
     with open(run_dir / "metrics.csv") as f:
         curve = [(int(r["update"]), float(r["score"])) for r in csv.DictReader(f) if r["score"]]
+    rel = run_dir.resolve().relative_to(ROOT) if run_dir.resolve().is_relative_to(ROOT) else None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(
-        json.dumps(summary | {"label": label, "run_dir": str(run_dir), "curve": curve}, indent=1)
-    )
+    record = summary | {"label": label, "run_dir": str(rel) if rel else None, "curve": curve}
+    dest.write_text(json.dumps(record, indent=1))
 
 
-def aggregate(env: str, group: str) -> None:
-    from train_offline import plot_learning_curve, save_json
+def bootstrap_interval(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> list[float]:
+    """95% percentile interval of the mean of diffs, resampling the seeds with replacement."""
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), (n, len(diffs)))].mean(1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
-    runs: dict[str, list[dict]] = {}
+
+def aggregate(env: str, group: str, baseline: str) -> dict:
+    from train_offline import plot_learning_curve
+
+    runs: dict[str, dict[int, dict]] = {}
     for path in sorted((ROOT / "results" / group / env.replace("/", "_")).glob("*.json")):
         r = json.loads(path.read_text())
-        runs.setdefault(r.get("label", r["algo"]), []).append(r)
-    table = {}
-    for algo, rs in runs.items():
-        final = np.array([r["final_score"] for r in rs])
-        best = np.array([r["best_score"] for r in rs])
-        table[algo] = {
-            "seeds": [r["seed"] for r in rs],
-            "final_mean": final.mean(), "final_std": final.std(),
-            "best_mean": best.mean(), "best_std": best.std(),
-            "final_per_seed": final.tolist(),
-            "minutes_per_run": np.mean([sum(r["phase_seconds"].values()) for r in rs]) / 60,
-        }  # fmt: skip
-    save_json(table, ROOT / "results" / f"{group}_{env.replace('/', '_')}.json")
-    curves = {
-        a: [[{"update": u, "score": s} for u, s in r["curve"]] for r in rs]
-        for a, rs in runs.items()
+        runs.setdefault(r["label"], {})[r["seed"]] = r
+    metrics = {  # per run: the last evaluation, and the mean of the last five
+        "final": lambda r: r["final_score"],
+        "last5": lambda r: float(np.mean([s for _, s in r["curve"][-5:]])),
     }
-    plot_learning_curve(curves, ROOT / "results" / f"{group}_{env.replace('/', '_')}.png", env)
-    print(
-        f"\n| {env} | seeds | final score | best score | minutes per run |\n|---|---|---|---|---|"
-    )
-    for algo, t in table.items():
-        print(f"| {algo} | {len(t['seeds'])} | {t['final_mean']:.1f} +- {t['final_std']:.1f} | "
-              f"{t['best_mean']:.1f} +- {t['best_std']:.1f} | {t['minutes_per_run']:.1f} |")  # fmt: skip
+    table = {}
+    for label, by_seed in runs.items():
+        row = {"seeds": sorted(by_seed)}
+        for m, f in metrics.items():
+            v = np.array([f(by_seed[s]) for s in row["seeds"]])
+            std = float(v.std(ddof=1)) if len(v) > 1 else None
+            row |= {f"{m}_mean": float(v.mean()), f"{m}_std": std, f"{m}_per_seed": v.tolist()}
+        minutes = [sum(by_seed[s]["phase_seconds"].get(k, 0) for k in ("rl", "data")) / 60
+                   for s in row["seeds"]]  # fmt: skip
+        row["rl_minutes_per_run"] = float(np.mean(minutes))
+        if label != baseline and baseline in runs:
+            paired = sorted(set(by_seed) & set(runs[baseline]))
+            for m, f in metrics.items():
+                d = np.array([f(by_seed[s]) - f(runs[baseline][s]) for s in paired])
+                if len(d):
+                    row[f"{m}_minus_{baseline}"] = {
+                        "seeds": paired, "mean": float(d.mean()),
+                        "std": float(d.std(ddof=1)) if len(d) > 1 else None,
+                        "bootstrap_95": bootstrap_interval(d),
+                    }  # fmt: skip
+        table[label] = row
+    out = ROOT / "results" / f"{group}_{env.replace('/', '_')}"
+    out.with_suffix(".json").write_text(json.dumps(table, indent=1))
+    curves = {
+        label: [[{"update": u, "score": s} for u, s in r["curve"]] for r in by_seed.values()]
+        for label, by_seed in runs.items()
+    }
+    plot_learning_curve(curves, out.with_suffix(".png"), f"{env} (mean +- sample std over seeds)")
+    print_table(env, table, baseline)
+    return table
+
+
+def print_table(env: str, table: dict, baseline: str) -> None:
+    fmt = lambda m, s: f"{m:.1f} +- {s:.1f}" if s is not None else f"{m:.1f}"  # noqa: E731
+    print(f"\n| {env} | seeds | final | mean of last 5 evals | final - {baseline} [95% CI] |")
+    print("|---|---|---|---|---|")
+    for label, t in table.items():
+        d = t.get(f"final_minus_{baseline}")
+        diff = (
+            f"{d['mean']:+.1f} [{d['bootstrap_95'][0]:+.1f}, {d['bootstrap_95'][1]:+.1f}]"
+            if d
+            else ""
+        )
+        print(f"| {label} | {len(t['seeds'])} | {fmt(t['final_mean'], t['final_std'])} | "
+              f"{fmt(t['last5_mean'], t['last5_std'])} | {diff} |")  # fmt: skip
 
 
 def main() -> None:
@@ -98,28 +127,25 @@ def main() -> None:
     p.add_argument("--algos", nargs="+", default=["td3bc", "dydiff"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--parallel", type=int, default=1, help="runs at once (use --threads 1 with 2)")
-    p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: default)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--label", help="name of these runs in tables and plots (default: the algo)")
     p.add_argument("--group", default="scores", help="results/<group>/ folder and file prefix")
+    p.add_argument("--baseline", default="td3bc", help="label the others are compared with")
     p.add_argument("--aggregate-only", action="store_true")
     args, extra = p.parse_known_args()  # anything else goes to train_offline.py as it is
     if not args.aggregate_only:
-        jobs = [(a, s) for a in args.algos for s in args.seeds]
-        with ThreadPoolExecutor(args.parallel) as pool:
-            dirs = list(
-                pool.map(lambda j: run_one(args.env, *j, args.threads, extra, args.group), jobs)
-            )
-        for (algo, seed), d in zip(jobs, dirs):
+
+        def job(algo_seed):
+            algo, seed = algo_seed
             label = args.label or algo
-            dest = (
-                ROOT
-                / "results"
-                / args.group
-                / args.env.replace("/", "_")
-                / f"{label}_seed{seed}.json"
-            )
-            collect(d, dest, label)
-    aggregate(args.env, args.group)
+            out = Path("runs") / args.group / args.env.replace("/", "_") / f"{label}_seed{seed}"
+            run_dir = run_one(args.env, algo, seed, args.threads, extra, out)
+            folder = ROOT / "results" / args.group / args.env.replace("/", "_")
+            collect(run_dir, folder / f"{label}_seed{seed}.json", label)  # written as it ends
+
+        with ThreadPoolExecutor(args.parallel) as pool:
+            list(pool.map(job, [(a, s) for a in args.algos for s in args.seeds]))
+    aggregate(args.env, args.group, args.baseline)
 
 
 if __name__ == "__main__":
