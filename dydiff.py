@@ -770,12 +770,9 @@ def check_finite(value: float, what: str) -> None:
 
 
 class DyDiffTrainer:
-    """The DyDiff+TD3BC loop. Without models it is the plain TD3+BC baseline.
-
-    Every rollout_every updates (starting at once) synthesise() turns rollout_batch_size start
-    states drawn from the real data into filtered synthetic transitions in a FIFO buffer; every
-    batch mixes real and synthetic rows by real_ratio.
-    """
+    """The DyDiff+TD3BC loop (without models: plain TD3+BC). Every rollout_every updates, from the
+    first, synthesise() turns rollout_batch_size real start states into filtered synthetic
+    transitions in a FIFO buffer; every batch mixes real and synthetic rows by real_ratio."""
 
     def __init__(self, cfg: Config, data: dict, models: dict | None = None, terminal_fn=None):
         self.cfg, self.models, self.terminal_fn = cfg, models, terminal_fn
@@ -792,17 +789,16 @@ class DyDiffTrainer:
 
     def rollout(self) -> dict:
         """One synthesis round into the synthetic buffer; returns its statistics."""
-        m, cfg = self.models, self.cfg
-        s0 = self.real.sample(cfg.rollout_batch_size)["states"]
-        new, stats = synthesise(
-            s0, self.agent.act, m["dynamics"], m["diffusion"], m["reward"], cfg, self.terminal_fn
-        )
+        models = [self.models[k] for k in ("dynamics", "diffusion", "reward")]
+        s0 = self.real.sample(self.cfg.rollout_batch_size)["states"]
+        new, stats = synthesise(s0, self.agent.act, *models, self.cfg, self.terminal_fn)
         self.synthetic.add(new)
         return stats
 
     def step(self) -> dict:
         """One TD3+BC update (preceded by a synthesis round when one is due)."""
-        if self.models is not None and self.updates % self.cfg.rollout_every == 0:
+        due = self.updates % self.cfg.rollout_every == 0 and self.cfg.real_ratio < 1
+        if self.models is not None and due:  # (all-real batches would never use the rollouts)
             self.last_rollout = self.rollout()
         batch = sample_mixed(self.real, self.synthetic, self.cfg.batch_size, self.cfg.real_ratio)
         losses = self.agent.update(batch)
@@ -819,9 +815,8 @@ class DyDiffTrainer:
                 metrics = {k: v.item() for k, v in losses.items()}
                 for k, v in metrics.items():
                     check_finite(v, k.replace("_", " "))
-                metrics |= (
-                    self.last_rollout | self.q_values() | {"synthetic_rows": self.synthetic.size}
-                )
+                metrics |= self.last_rollout | {"synthetic_rows": self.synthetic.size}
+                metrics |= self.q_values()
                 if due_eval and evaluate:
                     metrics |= evaluate(self.updates)
                 if log:
@@ -830,13 +825,12 @@ class DyDiffTrainer:
     @torch.no_grad()
     def q_values(self, n: int = 1024) -> dict:
         """Mean Q1(s, pi(s)) on n real and n synthetic states spread evenly over each buffer (no
-        random draw): where the critic overestimates, it shows on the synthetic states first."""
+        random draw), to compare the critic's values on real and synthetic states."""
         out = {}
         for name, buf in (("q_real", self.real), ("q_synthetic", self.synthetic)):
             if buf.size:
-                s = self.agent.state_norm(
-                    buf.data["states"][torch.linspace(0, buf.size - 1, n).long()]
-                )
+                idx = torch.linspace(0, buf.size - 1, n).long()
+                s = self.agent.state_norm(buf.data["states"][idx.to(buf.data["states"].device)])
                 out[name] = self.agent.q1(torch.cat([s, self.agent.actor(s)], -1)).mean().item()
         return out
 

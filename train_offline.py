@@ -167,8 +167,7 @@ def termination_fn(task: Task):
 
 
 # ---- Evaluation ----------------------------------------------------------------------------------
-def make_eval_env(dataset: minari.MinariDataset):
-    """The dataset's evaluation env (mazes: one fixed goal cell and Minari's time limit)."""
+def make_eval_env(dataset: minari.MinariDataset):  # mazes: one goal cell, Minari's time limit
     return pointmaze.make_env(dataset.recover_environment(eval_env=True))
 
 
@@ -345,7 +344,6 @@ def train(args: argparse.Namespace) -> None:
         args = argparse.Namespace(**ckpt["args"] | now)
     task = resolve_task(args.env)
     cfg = make_config(args, task)
-    run_dir = Path(args.resume or new_run_dir(args))
     times, start = {}, time.time()
     data, data_key, dataset = load_data(task, args)
     times["data"] = time.time() - start
@@ -358,6 +356,7 @@ def train(args: argparse.Namespace) -> None:
         if len(dydiff.window_starts(data["episode_ids"], cfg.horizon)) == 0:
             raise UserError(f"invalid setting: no episode is at least {cfg.horizon} steps long")
         models, rows = pretrain(data, cfg, args, data_key, times)
+    run_dir = Path(args.resume or new_run_dir(args))  # made once the settings proved usable
     # The RL phase's random stream depends on --seed alone: with cached or new models, DyDiff and
     # TD3+BC start from the same networks (a paired comparison).
     torch.manual_seed(args.seed)
@@ -439,8 +438,7 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data) -> None:
         "updates": trainer.updates, "final_score": scores[-1] if scores else None,
         "best_score": max(scores, default=None), "final_return": evals[-1]["return"],
         "phase_seconds": {k: round(v, 1) for k, v in times.items()}, "smoke": args.smoke,
-        "commit": git and git.stdout.strip() or None,
-        "command": " ".join(sys.argv),
+        "commit": git and git.stdout.strip() or None, "command": " ".join(sys.argv),
     }  # fmt: skip
     text = json.dumps(summary, indent=1)
     atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(text))
@@ -459,12 +457,11 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data) -> None:
 
 def plot_maze_trajectories(trainer, dataset, data: dict, path: Path, n: int = 12) -> None:
     """Real windows of the data beside DyDiff rollouts of the final policy from the same states."""
-    cfg, m = trainer.cfg, trainer.models
+    cfg, models = trainer.cfg, (trainer.models["dynamics"], trainer.models["diffusion"])
     starts = dydiff.window_starts(data["episode_ids"], cfg.horizon)
     starts = np.random.default_rng(0).choice(starts, n, replace=False)
     real = data["observations"][starts[:, None] + np.arange(cfg.horizon)]
     s0 = torch.as_tensor(real[:, 0], device=cfg.device)
-    models = m["dynamics"], m["diffusion"]
     synth, _ = dydiff.dydiff_rollout(s0, trainer.agent.act, *models, cfg.horizon, cfg.iterations)
     env = make_eval_env(dataset)
     fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
