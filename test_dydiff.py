@@ -11,6 +11,7 @@ CPU only, tiny models and data: the whole file runs in a few minutes on a busy 2
 
 import csv
 import dataclasses
+import importlib.util
 import itertools
 import json
 import os
@@ -1634,3 +1635,149 @@ def test_interrupted_write_keeps_the_previous_file(tmp_path):
         T.atomic_write(path, lambda tmp: torch.save({"updates": 2, "x": Explodes()}, tmp))
     assert torch.load(path, weights_only=False)["updates"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]  # no temporary left behind
+
+
+# ------------------------------------------------------------------------------------------------
+# benchmarks: rollout error and policy injection (Fig. 3), the score aggregation
+# ------------------------------------------------------------------------------------------------
+
+spec = importlib.util.spec_from_file_location("rollout_error", HERE / "benchmarks/rollout_error.py")
+RE = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(RE)
+
+
+def test_in_walls_marks_wall_cells_only():
+    """On the eval env's map, whose goal cell is "g" (not 0): every point of a wall cell, no point
+    of a free cell."""
+    name, grid, goal = P.MAZES["umaze"]
+    eval_map = [[P.GOAL if (i, j) == goal else c for j, c in enumerate(row)]
+                for i, row in enumerate(grid)]  # fmt: skip
+    env = P.make_env(f"{name}-v3", maze_map=eval_map)
+    maze = env.unwrapped.maze
+    cells = [(i, j) for i in range(len(eval_map)) for j in range(len(eval_map[0]))]
+    for offset in ([0, 0], [0.45, 0.45], [-0.45, 0.3]):  # centres and points near the corners
+        xy = np.array([maze.cell_rowcol_to_xy(np.array(c)) + offset for c in cells])
+        states = np.concatenate([xy, np.zeros_like(xy)], 1)  # (x, y, vx, vy)
+        assert RE.in_walls(states, maze).tolist() == [eval_map[i][j] == 1 for i, j in cells]
+    env.close()
+
+
+def test_each_injection_round_extends_the_previous_one():
+    """With the same seed, dydiff_rollout with m rounds = the m - 1 round result plus one more DM
+    sample averaged in (the random stream continuing), so injection_rounds gets every round."""
+    cfg = D.Config(horizon=8, n_diffusion_steps=5, mlp_width=32, mlp_blocks=1, n_members=3,
+                   n_elites=2, dynamics_hidden=16)  # fmt: skip
+    dynamics, dm = D.build_dynamics(cfg, 4, 2), D.build_diffusion(cfg, 4, 2)
+    policy = lambda s: torch.tanh(s[..., :2] - s[..., 2:])  # noqa: E731
+    s0 = torch.rand(5, 4) * 2 - 1
+    results = {}
+    for m in (0, 1, 2):
+        torch.manual_seed(3)
+        results[m] = D.dydiff_rollout(s0, policy, dynamics, dm, cfg.horizon, m)
+    for m in (1, 2):
+        torch.manual_seed(3)
+        states, actions = D.dydiff_rollout(s0, policy, dynamics, dm, cfg.horizon, m - 1)
+        one_more = dm.clip_states((states + dm.sample_states(s0, actions)) / 2)  # RNG continues
+        assert torch.equal(results[m][0], one_more)
+        assert not torch.equal(results[m][0], results[m - 1][0])  # each round changes the states
+    rounds = RE.injection_rounds(s0, policy, {"dynamics": dynamics, "diffusion": dm}, 8, 2, 3)
+    assert all(np.array_equal(rounds[m], results[m][0].numpy()) for m in (0, 1, 2))
+
+
+def strings(x):
+    """Every string inside a JSON value."""
+    if isinstance(x, dict):
+        return [s for k, v in x.items() for s in [k, *strings(v)]]
+    if isinstance(x, list):
+        return [s for v in x for s in strings(v)]
+    return [x] if isinstance(x, str) else []
+
+
+def run_script(tmp_path, *argv):
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(tmp_path / "datasets"))
+    cmd = [sys.executable, "benchmarks/rollout_error.py", *argv]
+    return subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_rollout_error_smoke_end_to_end(tmp_path):
+    """Both policies (a fresh TD3+BC agent stands in for a trained run): per-step errors of every
+    method, the simulator never inside a wall, both pictures, and no absolute path in the JSON."""
+    cfg = D.Config()
+    agent = D.TD3BC(4, 2, D.Normalizer(4), cfg)
+    (tmp_path / "run").mkdir()
+    checkpoint = {"args": {"env": "maze2d-umaze"}, "trainer": {"agent": agent.state_dict()}}
+    torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
+    # the data without its slow reference scores; Config flags pass through to the driver
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+        P.load_or_generate("umaze", 20_000, ref_episodes=2, log=lambda m: None)
+    out, run_dir = tmp_path / "out", str(tmp_path / "run")
+    argv = ["--smoke", "--out", str(out), "--cache", str(tmp_path / "cache"), "--threads", "1"]
+    tiny = "--n-members 3 --n-elites 2 --dynamics-hidden 32 --reward-hidden 32 --mlp-blocks 1"
+    result = run_script(tmp_path, *argv, *tiny.split(), "--policy-run", run_dir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = (out / "rollout_error_smoke.json").read_text()
+    record = json.loads(text)
+    assert record["horizon"] == 8 and record["iterations"] == 2 and record["seed"] == 0
+    assert set(record["per_method"]) == {RE.EXPERT, RE.TRAINED}
+    for methods in record["per_method"].values():
+        assert methods["simulator"]["in_walls"] == 0.0
+        for m in (0, 1, 2, 4):
+            r = methods[RE.label(m)]
+            assert len(r["mse"]) == 8 and r["mse"][0] == 0.0  # s0 is the data's state
+            assert all(np.isfinite(r["mse"])) and 0 <= r["in_walls"] <= 1
+    assert not any(os.path.isabs(s) or str(tmp_path) in s for s in strings(record))
+    for name in ("rollout_error_smoke.png", "policy_injection_smoke.png"):
+        assert (out / name).stat().st_size > 10_000
+    assert "per-step MSE against the simulator" in result.stdout
+
+
+def test_non_maze_env_is_one_line_error(tmp_path):
+    result = run_script(tmp_path, "--env", "hopper-medium", "--smoke", "--out", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: hopper-medium is not a maze task (this experiment sets a PointMaze state)"
+    ]
+
+
+spec = importlib.util.spec_from_file_location("scores", HERE / "benchmarks/scores.py")
+SC = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(SC)
+
+
+def test_paired_bootstrap_interval():
+    d = np.array([3.0, 5.0, 4.0, 6.0, 2.0])
+    lo, hi = SC.bootstrap_interval(d)
+    assert lo < d.mean() < hi and d.min() <= lo and hi <= d.max()
+    assert SC.bootstrap_interval(np.full(5, 2.0)) == [2.0, 2.0]
+    wide = np.diff(SC.bootstrap_interval(np.random.default_rng(0).normal(0, 1, 5)))
+    narrow = np.diff(SC.bootstrap_interval(np.random.default_rng(0).normal(0, 1, 50)))
+    assert narrow < wide
+
+
+def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch):
+    """results/<group>/<env>/*.json -> mean, SAMPLE std, mean of the last five evaluations, and the
+    paired difference over the seeds both algorithms have; run folders stored relative to the repo."""
+    monkeypatch.setattr(SC, "ROOT", tmp_path)
+    folder = tmp_path / "results" / "g" / "maze2d-umaze"
+    for algo, finals in (("td3bc", [10.0, 20.0, 30.0]), ("dydiff", [15.0, 26.0, 30.0, 99.0])):
+        for seed, final in enumerate(finals):
+            run = tmp_path / "runs" / f"{algo}{seed}"
+            run.mkdir(parents=True)
+            (run / "summary.json").write_text(
+                json.dumps(
+                    {"algo": algo, "seed": seed, "final_score": final, "phase_seconds": {"rl": 60}}
+                )
+            )
+            curve = [(u, final - 6 + u) for u in range(1, 7)]  # last five: final - 4 ... final
+            with open(run / "metrics.csv", "w") as f:
+                f.write("update,score\n" + "".join(f"{u},{s}\n" for u, s in curve))
+            SC.collect(run, folder / f"{algo}_seed{seed}.json", algo)
+    table = SC.aggregate("maze2d-umaze", "g", "td3bc")
+    assert table["td3bc"]["final_std"] == pytest.approx(10.0)  # ddof=1 (population std: 8.16)
+    assert table["td3bc"]["last5_mean"] == pytest.approx(18.0)
+    diff = table["dydiff"]["final_minus_td3bc"]
+    assert diff["seeds"] == [0, 1, 2] and diff["mean"] == pytest.approx(11 / 3)  # seed 3 unpaired
+    record = json.loads((folder / "dydiff_seed0.json").read_text())
+    assert record["run_dir"] == "runs/dydiff0"  # relative to the repository
+    assert (tmp_path / "results" / "g_maze2d-umaze.json").exists()

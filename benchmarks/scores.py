@@ -61,9 +61,31 @@ def bootstrap_interval(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> lis
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def aggregate(env: str, group: str, baseline: str) -> dict:
-    from train_offline import plot_learning_curve
+def plot_curves(curves: dict[str, list[list]], path: Path, title: str) -> None:
+    """Score against updates per label: the mean over runs and a +- sample std band."""
+    import matplotlib
 
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, runs in curves.items():
+        n = min(len(r) for r in runs)
+        x = np.array([u for u, _ in runs[0][:n]])
+        y = np.array([[s for _, s in r[:n]] for r in runs])
+        ax.plot(x, y.mean(0), label=f"{label} ({len(runs)} seeds)")
+        if len(runs) > 1:
+            std = y.std(0, ddof=1)
+            ax.fill_between(x, y.mean(0) - std, y.mean(0) + std, alpha=0.2)
+    ax.set(xlabel="updates", ylabel="normalised score", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def aggregate(env: str, group: str, baseline: str) -> dict:
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted((ROOT / "results" / group / env.replace("/", "_")).glob("*.json")):
         r = json.loads(path.read_text())
@@ -95,11 +117,8 @@ def aggregate(env: str, group: str, baseline: str) -> dict:
         table[label] = row
     out = ROOT / "results" / f"{group}_{env.replace('/', '_')}"
     out.with_suffix(".json").write_text(json.dumps(table, indent=1))
-    curves = {
-        label: [[{"update": u, "score": s} for u, s in r["curve"]] for r in by_seed.values()]
-        for label, by_seed in runs.items()
-    }
-    plot_learning_curve(curves, out.with_suffix(".png"), f"{env} (mean +- sample std over seeds)")
+    curves = {label: [r["curve"] for r in by_seed.values()] for label, by_seed in runs.items()}
+    plot_curves(curves, out.with_suffix(".png"), f"{env}: mean +- sample std over seeds")
     print_table(env, table, baseline)
     return table
 

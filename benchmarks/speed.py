@@ -1,13 +1,15 @@
 """Speed benchmark of the DyDiff implementation, each figure beside its yardstick or target.
 
-    python benchmarks/speed.py [--threads N] [--quick] [--run-dir runs/<run>]
+    python benchmarks/speed.py [--threads N] [--quick] [--run-dir runs/<run>] [--out results]
 
 Items: TD3+BC updates/s (against ../shared/bench/td3bc_plain.py run here as a subprocess with the
 same threads and batch), diffusion-model training steps/s (MLP default and U-Net), one DyDiff
 synthesis round, one dynamics-ensemble epoch, 100 evaluation episodes on maze2d-umaze, and the peak
 RSS of this process. --run-dir adds the phase times of a finished run (its summary.json).
-Models are untrained and data random (except evaluation): only the speed means anything. Prints one
-table and writes the same numbers to results/speed.json. Time it on an otherwise idle machine.
+Models are untrained and data random (except evaluation, on the --smoke maze data of
+train_offline.py, generated into MINARI_DATASETS_PATH if missing, arrays cached in --cache): only
+the speed means anything. Prints one table and writes the same numbers to results/speed.json
+(--out: another folder). Time it on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def bench_td3bc(cfg, n: int, threads: int) -> tuple[float, float]:
     """Our update fed by sample_mixed (real and synthetic buffers full, as in DyDiffTrainer.step),
     and the plain loop's updates/s from a subprocess with the same threads and batch."""
     real, synthetic = random_buffer(100_000), random_buffer(100_000)
-    agent = make_agent(cfg, real.rows[:, :S_DIM])
+    agent = make_agent(cfg, real.data["states"])
     step = lambda: agent.update(
         dydiff.sample_mixed(real, synthetic, cfg.batch_size, cfg.real_ratio)
     )  # noqa: E731
@@ -110,14 +112,11 @@ def bench_diffusion(cfg, n: int) -> float:
 
 def bench_synthesis(cfg, n: int) -> float:
     """Seconds for one synthesise() round of rollout_batch_size trajectories (untrained models)."""
-    dyn = dydiff.EnsembleDynamics(S_DIM, A_DIM, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden)
-    rew, dm = (
-        dydiff.RewardModel(S_DIM, A_DIM, cfg.reward_hidden),
-        dydiff.build_diffusion(cfg, S_DIM, A_DIM),
-    )
+    dyn, dm = dydiff.build_dynamics(cfg, S_DIM, A_DIM), dydiff.build_diffusion(cfg, S_DIM, A_DIM)
+    rew = dydiff.build_reward_model(cfg, S_DIM, A_DIM)
     agent = make_agent(cfg, torch.randn(1000, S_DIM))
     s0 = torch.randn(cfg.rollout_batch_size, S_DIM)
-    term = drv.termination_fn(drv.TASKS["maze2d-umaze"])
+    term = drv.termination_fn(drv.resolve_task("maze2d-umaze"))
     small = dataclasses.replace(cfg, rollout_batch_size=64)
     dydiff.synthesise(s0[:64], agent.act, dyn, dm, rew, small, term)  # warm-up at a small size
     return timed(lambda: dydiff.synthesise(s0, agent.act, dyn, dm, rew, cfg, term), n, warmup=0)
@@ -125,7 +124,7 @@ def bench_synthesis(cfg, n: int) -> float:
 
 def bench_dynamics_epoch(cfg, n: int) -> float:
     """Seconds per epoch (model_epoch_steps steps) of the ensemble's loop in fit_with_holdout."""
-    dyn = dydiff.EnsembleDynamics(S_DIM, A_DIM, cfg.n_members, cfg.n_elites, cfg.dynamics_hidden)
+    dyn = dydiff.build_dynamics(cfg, S_DIM, A_DIM)
     x, y = torch.randn(20_000, S_DIM + A_DIM), torch.randn(20_000, S_DIM) * 0.01
     boot = torch.randint(len(x), (cfg.n_members, len(x)))
     opt = torch.optim.Adam(dyn.parameters(), lr=cfg.model_lr)
@@ -140,17 +139,28 @@ def bench_dynamics_epoch(cfg, n: int) -> float:
     return timed(step, n, warmup=max(3, n // 10)) * cfg.model_epoch_steps
 
 
-def bench_evaluation(cfg, n_episodes: int) -> float:
-    """Seconds for 100 umaze episodes (scaled from n_episodes) with batched policy calls."""
-    task = drv.TASKS["maze2d-umaze"]
-    dataset = drv.load_dataset(task, dataset_size=20_000, log=lambda m: print("  " + m))
-    data = drv.load_arrays(dataset, task, ROOT / "cache")
+def bench_evaluation(cfg, n_episodes: int, cache: Path) -> float:
+    """Seconds for 100 umaze episodes (scaled from n_episodes) of train_offline.evaluate, which
+    calls the policy once per step on one state; the data is the driver's --smoke maze data."""
+    args = drv.parse_args(["--env", "maze2d-umaze", "--smoke", "--cache", str(cache)])
+    data, _, dataset = drv.load_data(
+        drv.resolve_task(args.env), args, log=lambda m: print("  " + m)
+    )
     agent = make_agent(cfg, torch.as_tensor(data["observations"], dtype=torch.float32))
     policy = lambda s: agent.act(torch.as_tensor(s, dtype=torch.float32)).numpy()  # noqa: E731
-    drv.evaluate(policy, dataset, task, 2, seed=10_000)  # warm-up: env creation, first steps
+    drv.evaluate(policy, dataset, 2, seed=10_000)  # warm-up: env creation, first steps
     start = time.perf_counter()
-    drv.evaluate(policy, dataset, task, n_episodes, seed=10_000)
+    drv.evaluate(policy, dataset, n_episodes, seed=10_000)
     return (time.perf_counter() - start) * 100 / n_episodes
+
+
+def git_commit() -> str | None:
+    """The commit, with -dirty when files were edited since."""
+    cmd = "git describe --always --dirty --abbrev=40".split()
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stdout.strip() or None
+    except OSError:  # no git
+        return None
 
 
 def main() -> None:
@@ -162,6 +172,8 @@ def main() -> None:
     p.add_argument(
         "--run-dir", type=Path, help="a finished run: print its summary.json phase times"
     )
+    p.add_argument("--out", type=Path, default=ROOT / "results", help="folder for speed.json")
+    p.add_argument("--cache", type=Path, default=ROOT / "cache", help="cached arrays (evaluation)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -203,7 +215,7 @@ def main() -> None:
         "s",
         f"max {cfg.model_max_epochs} epochs = {t * cfg.model_max_epochs / 60:.1f} min",
     )
-    t = bench_evaluation(cfg, 10 if q else 100)
+    t = bench_evaluation(cfg, 10 if q else 100, args.cache)
     add("evaluation, 100 umaze episodes" + (" (from 10)" if q else ""), t, "s", "< 15 s", t < 15)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     add("peak RSS of this benchmark", peak, "MB", "< 2048 MB (default run)", peak < 2048)
@@ -227,13 +239,13 @@ def main() -> None:
         mark = {True: "yes", False: "NO", None: ""}[r["ok"]]
         print(f"{r['item']:<44} {r['value']:>8.4g} {r['unit']:<7} {r['reference']:<34} {mark}")
 
-    out = ROOT / "results" / "speed.json"
-    out.parent.mkdir(exist_ok=True)
+    out = args.out / "speed.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
             {
                 "command": " ".join([Path(sys.executable).name] + sys.argv),
-                "commit": drv.git_commit(),
+                "commit": git_commit(),
                 "torch": torch.__version__,
                 "threads": threads,
                 "quick": q,

@@ -1,0 +1,280 @@
+"""Rollout error against the simulator (the paper's Fig. 3), and a picture of policy injection.
+
+    python benchmarks/rollout_error.py --env maze2d-umaze [--policy-run RUN_DIR] [--smoke]
+        [--seed 0] [--threads N] [--out results] [--cache cache] [any dydiff.Config flag]
+
+From N start states of the data (256; 16 with --smoke), a fixed policy is rolled out for H - 1
+steps in the real simulator (the PointMaze state set to x, y, vx, vy), autoregressively with the
+dynamics ensemble (M = 0), and with DyDiff (that rollout, then M policy-injection rounds) for M in
+{1, iterations, 4}. Measured: the per-step MSE against the simulator over the four state dimensions,
+and the share of states inside walls. Policies: the data's expert controller and, with --policy-run,
+the trained TD3+BC policy of a finished run (its checkpoint.pt). --seed seeds the start states and
+the rollouts. The models are train_offline.pretrain's: from --cache when the same code, data,
+settings and --model-seed made them, as for the training runs; every flag of train_offline.py
+(--smoke, --cache, --model-seed, --device, Config flags) means what it means there.
+
+Writes to --out: rollout_error.json and rollout_error.png (per-step MSE, one panel per policy), and
+policy_injection.png (a few start states: the simulator, the dynamics rollout and the states after
+each injection round, for one policy). With --smoke every name gets a _smoke suffix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import torch
+
+matplotlib.use("Agg")  # files only, no window
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import dydiff  # noqa: E402
+import train_offline as drv  # noqa: E402
+from scripts import pointmaze_dataset as pointmaze  # noqa: E402
+
+EXPERT, TRAINED = "expert", "trained TD3+BC policy (--policy-run)"
+
+
+def expert_policy(maze, goal_xy: np.ndarray, device: str):
+    """The data's expert as a pure function of the state (x, y, vx, vy), batched in torch: head for
+    the centre of the next cell on the plan (the exact goal in the goal cell) with the PD law
+    a = clip(10 (waypoint - pos) - vel). No jitter or waypoint memory, so the simulator, the
+    dynamics model and DyDiff all roll out exactly the same policy. The plan is the Q-iteration
+    table of WaypointController (a next cell for every cell); the data's expert plans with DFS. In
+    the U-maze both give the same path (there is only one); medium and large would need the DFS path
+    from each start cell instead."""
+    goal_cell = tuple(int(v) for v in maze.cell_xy_to_rowcol(goal_xy))
+    plan = pointmaze.WaypointController(maze, np.random.default_rng(0))._plan(goal_cell)
+    grid = np.zeros((len(maze.maze_map), len(maze.maze_map[0]), 2), np.float32)
+    for cell, nxt in plan.items():
+        grid[cell] = goal_xy if goal_cell in (cell, nxt) else maze.cell_rowcol_to_xy(np.array(nxt))
+    table, s = torch.as_tensor(grid, device=device), maze.maze_size_scaling
+
+    def policy(states: torch.Tensor) -> torch.Tensor:
+        i = ((maze.y_map_center - states[..., 1]) / s).floor().long().clamp(0, table.shape[0] - 1)
+        j = ((states[..., 0] + maze.x_map_center) / s).floor().long().clamp(0, table.shape[1] - 1)
+        return (10 * (table[i, j] - states[..., :2]) - states[..., 2:4]).clamp(-1, 1)
+
+    return policy
+
+
+def in_walls(states: np.ndarray, maze) -> np.ndarray:
+    """Whether each state's (x, y) lies inside a wall cell: impossible in the simulator."""
+    grid = np.array([[cell == 1 for cell in row] for row in maze.maze_map])  # (goal cells: "g")
+    i = np.floor((maze.y_map_center - states[..., 1]) / maze.maze_size_scaling).astype(int)
+    j = np.floor((states[..., 0] + maze.x_map_center) / maze.maze_size_scaling).astype(int)
+    return grid[i.clip(0, grid.shape[0] - 1), j.clip(0, grid.shape[1] - 1)]
+
+
+def simulate(env, policy, s0: np.ndarray, horizon: int, device: str, seed: int) -> np.ndarray:
+    """States [N, H, 4] of the real simulator under `policy`, one start state at a time."""
+    sim = np.zeros((len(s0), horizon, s0.shape[1]), np.float32)
+    sim[:, 0] = s0
+    for k in range(len(s0)):
+        env.reset(seed=seed + k)  # then the ball is moved to s0[k]
+        env.unwrapped.point_env.set_state(s0[k, :2].astype(float), s0[k, 2:].astype(float))
+        for t in range(1, horizon):
+            a = policy(torch.as_tensor(sim[k, t - 1][None], device=device))[0].cpu().numpy()
+            sim[k, t] = env.step(a)[0]["observation"]
+    return sim
+
+
+def injection_rounds(s0, policy, models: dict, horizon: int, rounds: int, seed: int) -> list:
+    """States [N, H, S] of the dynamics rollout (item 0) and after each injection round 1..rounds.
+
+    dydiff_rollout returns only its last round, but the random draws of round k are the same for
+    any number of rounds >= k: with the same seed, the call with m rounds repeats the call with
+    m - 1 and adds one round. So one call per m gives every round without copying the rollout."""
+    out = []
+    for m in range(rounds + 1):
+        torch.manual_seed(seed)
+        states, _ = dydiff.dydiff_rollout(
+            s0, policy, models["dynamics"], models["diffusion"], horizon, m
+        )
+        out.append(states.cpu().numpy())
+    return out
+
+
+def label(m: int) -> str:
+    return "dynamics (single-step)" if m == 0 else f"DyDiff M={m}"
+
+
+def measure(sim: np.ndarray, rounds: list, maze, iterations: int) -> dict:
+    """Per-step MSE against the simulator and share of states inside walls, per method."""
+    out = {"simulator": {"in_walls": float(in_walls(sim[:, 1:], maze).mean())}}
+    for m in sorted({0, 1, iterations, 4}):
+        out[label(m)] = {"mse": ((rounds[m] - sim) ** 2).mean((0, 2)).tolist(),
+                         "in_walls": float(in_walls(rounds[m][:, 1:], maze).mean())}  # fmt: skip
+    return out
+
+
+def load_agent(run_dir: str, env_name: str, s_dim: int, a_dim: int, cfg: dydiff.Config):
+    """The TD3+BC agent of a finished run (RUN_DIR/checkpoint.pt), trained on the same task."""
+    load = lambda p: torch.load(p, map_location=cfg.device, weights_only=False)  # noqa: E731
+    ckpt = drv.read_cached(Path(run_dir) / "checkpoint.pt", load, log=lambda m: None)
+    if not isinstance(ckpt, dict) or "trainer" not in ckpt:
+        raise drv.UserError(f"--policy-run {run_dir}: no readable checkpoint.pt there")
+    trained_on = drv.resolve_task(ckpt["args"]["env"]).dataset_id
+    if trained_on != drv.resolve_task(env_name).dataset_id:
+        raise drv.UserError(f"--policy-run {run_dir} was trained on {trained_on}, not {env_name}")
+    agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), cfg)
+    agent.load_state_dict(ckpt["trainer"]["agent"])
+    return agent
+
+
+def plot_errors(results: dict, h: int, path: Path) -> None:
+    fig, axes = plt.subplots(1, len(results), figsize=(5.5 * len(results), 4), squeeze=False)
+    for ax, (name, methods) in zip(axes[0], results.items()):
+        for method, r in methods.items():
+            if "mse" in r:
+                ax.plot(range(1, h), r["mse"][1:], label=method)
+        ax.set(yscale="log", xlabel="rollout step h", ylabel="MSE vs simulator", title=name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    drv.save_figure(fig, path)
+
+
+def plot_injection(path: Path, maze, sim: np.ndarray, rounds: list, picks, name: str) -> None:
+    """One panel per start state, zoomed on its trajectories: the simulator (black), the dynamics
+    rollout (M = 0, dashed) and the states after each injection round, light to dark. Each title
+    gives their mean (x, y) distance to the simulator."""
+    shades = plt.cm.Blues(np.linspace(0.35, 1.0, len(rounds) - 1))
+    styles = [dict(color="tab:orange", ls="--", label="dynamics model (M = 0)")] + [
+        dict(color=c, label=f"after injection round {m}") for m, c in enumerate(shades, 1)
+    ]
+    names = ["M=0"] + [f"round {m}" for m in range(1, len(rounds))]
+    fig, axes = plt.subplots(2, (len(picks) + 1) // 2, figsize=(8.5, 8.8), squeeze=False)
+    for n, (ax, k) in enumerate(zip(axes.flat, picks), 1):
+        pointmaze.draw_maze(ax, maze)
+        ax.plot(*sim[k, :, :2].T, color="k", lw=4, label="simulator", zorder=3)
+        for states, style in zip(rounds, styles):
+            ax.plot(*states[k, :, :2].T, marker="o", ms=2.5, lw=1.5, zorder=4, **style)
+        ax.plot(*sim[k, 0, :2], "o", color="k", ms=9, mfc="w", mew=2, label="start s0", zorder=5)
+        dist = [np.linalg.norm(r[k, :, :2] - sim[k, :, :2], axis=1).mean() for r in rounds]
+        dists = ", ".join(f"{w} {d:.2f}" for w, d in zip(names, dist))
+        ax.set_title(f"start {n}, mean distance to the simulator:\n{dists}", fontsize=10)
+        points = np.concatenate([sim[k, :, :2], *(r[k, :, :2] for r in rounds)])
+        centre, half = (points.max(0) + points.min(0)) / 2, max(np.ptp(points, 0).max() / 2, 0.6)
+        ax.set(xlim=centre[0] + np.array([-1, 1]) * (half + 0.2), aspect="equal",
+               ylim=centre[1] + np.array([-1, 1]) * (half + 0.2))  # fmt: skip
+    for ax in axes.flat[len(picks) :]:
+        ax.axis("off")
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=3)
+    fig.suptitle(f"Policy injection, {name}: same s0 and seed, H = {sim.shape[1]}")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    drv.atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+
+
+def git_commit() -> str | None:
+    """The commit, with -dirty when files were edited since."""
+    cmd = "git describe --always --dirty --abbrev=40".split()
+    try:
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stdout.strip() or None
+    except OSError:  # no git
+        return None
+
+
+def portable(word: str) -> str:
+    """A command-line word with an absolute path made relative to the repository (or its name)."""
+    flag, value = word.split("=", 1) if word.startswith("--") and "=" in word else ("", word)
+    if os.path.isabs(value):
+        p = Path(value).resolve()
+        value = str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else f"<elsewhere>/{p.name}"
+    return f"{flag}={value}" if flag else value
+
+
+def print_table(results: dict, h: int, iterations: int) -> None:
+    for name, methods in results.items():
+        dyn, dm = methods[label(0)]["mse"], methods[label(iterations)]["mse"]
+        cross = next((t for t in range(1, h) if all(dm[u] < dyn[u] for u in range(t, h))), None)
+        labels = [k for k in methods if "mse" in methods[k]]
+        print(f"\n{name}: per-step MSE against the simulator")
+        print("  h    " + "".join(f"{k:>24}" for k in labels))
+        for t in sorted({1, 2, 4, 8, 16, h - 1} & set(range(1, h))):
+            print(f"  {t:<5d}" + "".join(f"{methods[k]['mse'][t]:>24.4g}" for k in labels))
+        print("  states inside walls: "
+              + ", ".join(f"{k} {r['in_walls']:.1%}" for k, r in methods.items()))  # fmt: skip
+        below = f"stays below it from h = {cross} on" if cross else "does not stay below it"
+        print(f"  DyDiff M={iterations} against the single-step model: {below}")
+
+
+def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> None:
+    task = drv.resolve_task(args.env)
+    if task.maze is None:
+        raise drv.UserError(
+            f"{args.env} is not a maze task (this experiment sets a PointMaze state)"
+        )
+    cfg = drv.make_config(args, task)
+    if own.policy_run and not (Path(own.policy_run) / "checkpoint.pt").is_file():
+        raise drv.UserError(f"--policy-run {own.policy_run}: no checkpoint.pt there")
+    data, data_key, dataset = drv.load_data(task, args)
+    models, _ = drv.pretrain(data, cfg, args, data_key, {})
+    env = drv.make_eval_env(dataset)
+    maze = env.unwrapped.maze
+    policies = {EXPERT: expert_policy(maze, maze.unique_goal_locations[0], cfg.device)}
+    if own.policy_run:
+        s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
+        policies[TRAINED] = load_agent(own.policy_run, args.env, s_dim, a_dim, cfg).act
+    n, h = (16 if args.smoke else 256), cfg.horizon
+    rng = np.random.default_rng(args.seed)
+    s0 = data["observations"][rng.choice(len(data["observations"]), n, replace=False)]
+    results, shown = {}, TRAINED if own.policy_run else EXPERT
+    for name, policy in policies.items():
+        sim = simulate(env, policy, s0, h, cfg.device, args.seed)
+        start = torch.as_tensor(s0, device=cfg.device)
+        rounds = injection_rounds(start, policy, models, h, max(4, cfg.iterations), args.seed)
+        results[name] = measure(sim, rounds, maze, cfg.iterations)
+        if name == shown:  # the picture: start states whose simulated ball moves (above median)
+            speed = np.linalg.norm(sim[:, :, 2:], axis=2).mean(1)
+            picks = np.flatnonzero(speed > np.median(speed))[:4]  # s0 is in random order
+            picture = (sim, rounds[: cfg.iterations + 1], picks, shown)
+    env.close()
+
+    out, tag = Path(own.out), "_smoke" if args.smoke else ""
+    plot_errors(results, h, out / f"rollout_error{tag}.png")
+    plot_injection(out / f"policy_injection{tag}.png", maze, *picture)
+    record = {"command": " ".join(["python benchmarks/rollout_error.py", *map(portable, argv)]),
+              "commit": git_commit(), "seed": args.seed, "horizon": h,
+              "iterations": cfg.iterations, "n_start_states": n, "smoke": args.smoke,
+              "policy_run": portable(own.policy_run) if own.policy_run else None,
+              "per_method": results}  # fmt: skip
+    text = json.dumps(record, indent=1)
+    drv.atomic_write(out / f"rollout_error{tag}.json", lambda tmp: tmp.write_text(text))
+    print_table(results, h, cfg.iterations)
+    print(f"\nwrote {out}/rollout_error{tag}.json, .png and {out}/policy_injection{tag}.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    epilog = (
+        "Every other flag is train_offline.py's, meaning what it means there: --env, --seed, "
+        "--smoke, --cache, --model-seed, --threads, --device, dydiff.Config flags."
+    )
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0], epilog=epilog, allow_abbrev=False
+    )
+    p.add_argument("--policy-run", metavar="RUN_DIR", help="also roll out this run's policy")
+    p.add_argument("--out", default="results", help="folder for the JSON and the pictures")
+    own, rest = p.parse_known_args(argv)
+    args = drv.parse_args([*rest, "--out", own.out])  # --seed, --smoke, --cache, Config flags...
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        run(argv, own, args)
+    except (drv.UserError, FloatingPointError) as e:  # bad input, or a NaN loss: one line
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("\ninterrupted")
+
+
+if __name__ == "__main__":
+    main()
