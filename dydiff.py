@@ -107,7 +107,9 @@ class Config:
         check(self.filter in ("hardmax", "softmax"), "filter", "'hardmax' or 'softmax'")
         check(self.denoiser in ("mlp", "unet"), "denoiser", "'mlp' or 'unet'")
         check(self.predict_epsilon in (True, False), "predict_epsilon", "true or false")
-        check(all(m >= 1 for m in self.unet_dim_mults), "unet_dim_mults", "positive integers")
+        mults = self.unet_dim_mults
+        ok = isinstance(mults, tuple) and all(isinstance(m, int) and m >= 1 for m in mults)
+        check(ok, "unet_dim_mults", "a tuple of positive integers")
         if self.denoiser == "unet":  # GroupNorm(8), and each level halves the horizon
             check(self.unet_dim % 8 == 0, "unet_dim", "a multiple of 8")
             down = 2 ** (len(self.unet_dim_mults) - 1)

@@ -753,7 +753,8 @@ def test_default_config_is_valid():
         (dict(n_elites=8, n_members=7), "n_elites must be at most n_members=7"),
         (dict(filter="topk"), "filter must be 'hardmax' or 'softmax'"),
         (dict(denoiser="transformer"), "denoiser must be 'mlp' or 'unet'"),
-        (dict(unet_dim_mults=(1, 0)), "unet_dim_mults must be positive integers"),
+        (dict(unet_dim_mults=(1, 0)), "unet_dim_mults must be a tuple of positive integers"),
+        (dict(unet_dim_mults=4), "unet_dim_mults must be a tuple of positive integers"),
     ],
 )
 def test_config_validate_rejects(changes, message):
@@ -1493,6 +1494,10 @@ def test_two_runs_at_once_share_data_and_models(workdir, tmp_path):
         (["--device", "cuda:7"], "--device cuda:7"),
         (["--device", "tpu"], "--device tpu"),
         (["--resume", "/nonexistent/run"], "no readable checkpoint.pt"),
+        (["--predict-epsilon", "maybe"], "argument --predict-epsilon: invalid literal_eval value"),
+        (["--unet-dim-mults", "1,x"], "argument --unet-dim-mults: invalid literal_eval value"),
+        (["--updates", "1.5"], "argument --updates: invalid int value: '1.5'"),
+        (["--unet-dim-mults", "4"], "unet_dim_mults must be a tuple of positive integers"),
     ],
 )
 def test_bad_input_gets_one_line_and_writes_nothing(workdir, capsys, argv, message):

@@ -12,6 +12,7 @@ config.json, metrics.csv, summary.json, checkpoint.pt, learning_curve.png (mazes
 from __future__ import annotations
 
 import argparse
+import ast  # literal_eval reads --predict-epsilon True, --unet-dim-mults 1,2,4
 import contextlib
 import csv
 import dataclasses
@@ -197,6 +198,7 @@ SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, roll
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train DyDiff+TD3BC (or TD3+BC) on a Minari dataset.")
+    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage
     p.add_argument("--env", default="maze2d-umaze", help="task (see README) or Minari dataset id")
     p.add_argument("--algo", choices=("dydiff", "td3bc"), default="dydiff")
     p.add_argument("--seed", type=int, default=0, help="seed of the RL phase")
@@ -212,10 +214,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g = p.add_argument_group("DyDiff settings (dydiff.Config; defaults from the task table)")
     source = inspect.getsource(dydiff.Config)  # each field's comment becomes its --help
     helps = dict(re.findall(r"^\s+(\w+): [^=]+= .*?#\s*(.*)$", source, re.M))
-    kinds = {bool: lambda s: bool(json.loads(s.lower())),  # --predict-epsilon true
-             tuple: lambda s: tuple(map(int, s.split(",")))}  # --unet-dim-mults 1,2,4  # fmt: skip
     for f in dataclasses.fields(dydiff.Config)[1:]:  # all but device (--device above)
-        kind = kinds.get(type(f.default), type(f.default))
+        kind = type(f.default) if type(f.default) in (int, float, str) else ast.literal_eval
         text = helps.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         g.add_argument(f"--{f.name.replace('_', '-')}", type=kind, help=f"{text} [{f.default}]")
     return p.parse_args(argv)
@@ -347,8 +347,7 @@ def train(args: argparse.Namespace) -> None:
     times, start = {}, time.time()
     data, data_key, dataset = load_data(task, args)
     times["data"] = time.time() - start
-    print(f"data: {dataset.spec.dataset_id}, {len(data['rewards']):,} transitions, "
-          f"{data['episode_ids'][-1] + 1:,} episodes")  # fmt: skip
+    print(f"data: {dataset.spec.dataset_id}, {len(data['rewards']):,} transitions")
     if np.abs(data["actions"]).max() > 1:
         raise UserError("actions outside [-1, 1]: TD3+BC here assumes a [-1, 1] action box")
     models, rows = None, []
