@@ -2,11 +2,11 @@
 
     python train_offline.py --env maze2d-umaze [--algo dydiff|td3bc] [--seed 0] [--smoke]
 
-A run: (1) the Minari dataset as arrays (maze data is regenerated locally when the official set is
-neither local nor downloadable: scripts/pointmaze_dataset.py); (2) for DyDiff, the dynamics ensemble,
-reward model and diffusion model, each from cache/ if the same code, data, settings and --model-seed
-made it; (3) TD3+BC updates, evaluated every eval_every. It writes runs/<env>__<algo>__<seed>__<time>_*/:
-config.json, metrics.csv, summary.json, checkpoint.pt, learning_curve.png (mazes: trajectories.png).
+A run: (1) the dataset as arrays (maze data is regenerated when the official set is neither local
+nor downloadable: scripts/pointmaze_dataset.py); (2) for DyDiff, the dynamics, reward and diffusion
+models, each from cache/ if the same code, data, settings and --model-seed made it; (3) TD3+BC,
+evaluated every eval_every updates. Outputs in runs/<env>__<algo>__<seed>__<time>_*/: config.json,
+metrics.csv, summary.json, checkpoint.pt, learning_curve.png (mazes: trajectories.png).
 """
 
 from __future__ import annotations
@@ -103,12 +103,12 @@ def load_dataset(task: Task, n_steps: int | None, log=print, regenerate=False):
 
 
 def dataset_to_arrays(dataset: minari.MinariDataset, task: Task) -> dict[str, np.ndarray]:
-    """Flat float32 transitions plus int64 episode_ids (an episode's rows are consecutive).
-    Maze states are (x, y, vx, vy); the data's goal changes every episode but the state has no goal
-    and evaluation has one, so maze rewards are relabelled against the eval goal cell's centre with
-    PointMaze's own rule, which evaluation sums: 1[||xy' - goal|| <= 0.45] of the NEXT position
-    (dense: exp(-distance)). D4RL relabelled with the current position and radius 0.5, and stored
-    goal arrivals as terminals. Here terminals = terminations (truncations are time-outs)."""
+    """Flat float32 transitions plus int64 episode_ids (an episode's rows are consecutive). Maze
+    states are (x, y, vx, vy); the data's goal changes every episode but the state has no goal and
+    evaluation one, so maze rewards are relabelled against the eval goal cell's centre with
+    PointMaze's rule, which evaluation sums: 1[||xy' - goal|| <= 0.45] of the NEXT position (dense:
+    exp(-distance)); D4RL used the current one, radius 0.5, and goal-arrival terminals. Here
+    terminals = terminations (truncations are time-outs)."""
     eps = list(dataset.iterate_episodes())
     obs = [np.asarray(e.observations["observation"] if task.maze else e.observations) for e in eps]
     data = {
@@ -132,7 +132,7 @@ def dataset_to_arrays(dataset: minari.MinariDataset, task: Task) -> dict[str, np
 
 def load_data(task: Task, args, log=print) -> tuple[dict, str, minari.MinariDataset]:
     """The dataset, its arrays (cached as .npz under a key of the dataset's files and the code that
-    reads them) and that key. Runs needing the same data take turns: one builds, the others reuse."""
+    reads them) and a hash of their content. Runs needing the same data take turns."""
     n_steps = args.dataset_size or (20_000 if args.smoke and task.maze else None)
     with pointmaze.file_lock(Path(args.cache) / f"{task.name.replace('/', '_')}.lock"):
         for again in (False, True):  # a second time only to regenerate an unreadable local set
@@ -147,7 +147,10 @@ def load_data(task: Task, args, log=print) -> tuple[dict, str, minari.MinariData
                 if data is None:
                     data = dataset_to_arrays(dataset, task)
                     atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **data))
-                return data, key, dataset
+                content = b"".join(
+                    data[k].tobytes() for k in sorted(data)
+                )  # what models learn from
+                return data, hashlib.sha1(content).hexdigest()[:12], dataset
             except (OSError, KeyError, ValueError) as e:  # e.g. a truncated HDF5 file
                 if not name.startswith("local/") or again:  # only the user can replace it
                     raise UserError(f"dataset {name} is unreadable ({type(e).__name__}: {e}); "
@@ -156,9 +159,8 @@ def load_data(task: Task, args, log=print) -> tuple[dict, str, minari.MinariData
 
 
 def termination_fn(task: Task):
-    """Done flags of synthetic next states [B, S] -> bool [B] (MBPO's static rules; Gymnasium v5
-    observations start with the torso's height and angle). Hopper: MBPO's `np.abs(s[:, 1:] < 100)`
-    has a misplaced parenthesis; we use |s[1:]| < 100. None: halfcheetah and mazes never end."""
+    """Done flags of synthetic next states [B, S] -> bool [B], MBPO's rules on (height, angle, ...);
+    its hopper rule `np.abs(s[:, 1:] < 100)` misplaces a parenthesis. Mazes, halfcheetah: None."""
     if "hopper" in task.dataset_id:
         return lambda s: ~(torch.isfinite(s).all(-1) & (s[:, 1:].abs() < 100).all(-1)
                            & (s[:, 0] > 0.7) & (s[:, 1].abs() < 0.2))  # fmt: skip
@@ -268,8 +270,7 @@ def read_cached(path: Path, read, log=print):
     try:
         return read(path) if path.exists() else None
     except Exception as e:  # truncated, not ours, an older format...
-        log(f"{path} is corrupt ({type(e).__name__}); rebuilding it")
-        return None
+        log(f"{path} is corrupt ({type(e).__name__}); rebuilding it")  # and return None
 
 
 def fingerprint(code: list, cfg: dydiff.Config | None, *extra) -> str:
@@ -430,7 +431,7 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data) -> None:
     """summary.json, the pictures and a one-screen summary."""
     evals = [r for r in rows if "score" in r]
     scores = [r["score"] for r in evals if np.isfinite(r["score"])]  # NaN: no reference scores
-    git = "git describe --always --dirty --abbrev=40".split()  # the commit; -dirty: edited since
+    git = ["git", "describe", "--always", "--dirty", "--abbrev=40"]  # -dirty: edited since
     git = shutil.which("git") and subprocess.run(git, cwd=ROOT, capture_output=True, text=True)
     summary = {
         "env": args.env, "algo": args.algo, "seed": args.seed, "model_seed": args.model_seed,
