@@ -106,7 +106,7 @@ class Config:
         check(self.n_elites <= self.n_members, "n_elites", f"at most n_members={self.n_members}")
         check(self.filter in ("hardmax", "softmax"), "filter", "'hardmax' or 'softmax'")
         check(self.denoiser in ("mlp", "unet"), "denoiser", "'mlp' or 'unet'")
-        check(self.predict_epsilon in (True, False), "predict_epsilon", "true or false")
+        check(self.predict_epsilon in (True, False), "predict_epsilon", "True or False")
         mults = self.unet_dim_mults
         ok = isinstance(mults, tuple) and all(isinstance(m, int) and m >= 1 for m in mults)
         check(ok, "unet_dim_mults", "a tuple of positive integers")
@@ -155,7 +155,7 @@ class ReplayBuffer:
         self.capacity, self.size, self.pos = capacity, 0, 0
 
     def add(self, batch: dict[str, torch.Tensor]) -> None:
-        n = min(len(batch["states"]), self.capacity)  # a batch larger than the buffer: its newest
+        n = min(len(batch["states"]), self.capacity)  # (of a larger batch, the newest rows)
         idx = (self.pos + torch.arange(n)) % self.capacity
         for k, v in self.data.items():
             v[idx.to(v.device)] = batch[k][-n:].reshape(n, -1).float().to(v.device)
@@ -656,7 +656,7 @@ def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, termi
     dones = torch.zeros_like(rewards, dtype=torch.bool)
     if terminal_fn is not None:
         dones = terminal_fn(s2.reshape(-1, s2.shape[-1])).reshape(rewards.shape)
-    valid = torch.cumsum(dones.int(), 1) - dones.int() == 0  # no EARLIER step was terminal
+    valid = (torch.cumsum(dones.int(), 1) - dones.int()) == 0  # no EARLIER step was terminal
     returns = (rewards * valid).sum(1)
     keep = filter_trajectories(returns, cfg.keep_ratio, cfg.filter, cfg.temperature)
     v = valid[keep]

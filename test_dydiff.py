@@ -1296,7 +1296,9 @@ def test_resolve_task():
 
 def test_missing_mujoco_dataset_is_a_user_error(datasets_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without network, but at once
-    with pytest.raises(T.UserError, match="minari download mujoco/hopper/medium-v0"):
+    with pytest.raises(
+        T.UserError, match="dataset mujoco/hopper/medium-v0 is not local; `minari download` it"
+    ):
         T.load_dataset(T.resolve_task("hopper-medium"), None, log=lambda m: None)
 
 
@@ -1485,15 +1487,22 @@ def test_two_runs_at_once_share_data_and_models(workdir, tmp_path):
         (["--temperature", "0"], "temperature must be > 0"),
         (["--updates", "0"], "updates must be positive"),
         (["--rollout-batch-size", "-4"], "rollout_batch_size must be positive"),
-        (["--seed", "-1"], "--seed must be >= 0"),
-        (["--model-seed", "-2"], "--model-seed must be >= 0"),
-        (["--dataset-size", "0"], "--dataset-size must be >= 1"),
+        (["--seed", "-1"], "--seed must be in [0, 2^32)"),
+        (["--seed", "5000000000"], "--seed must be in [0, 2^32)"),
+        (["--model-seed", "-2"], "--model-seed must be in [0, 2^32)"),
+        (["--dataset-size", "0"], "--dataset-size must be in [1, 2^32)"),
+        (
+            ["--holdout-ratio", "0.00001"],
+            "dynamics model: 20000 rows are too few for a holdout set",
+        ),
+        (["--env", "mujoco/hopper"], "unknown env 'mujoco/hopper'"),
+        (["--env", "../victim-v0"], "unknown env '../victim-v0'"),
         (["--dataset-size", "5"], "--dataset-size must be at least horizon=8"),
-        (["--eval-episodes", "-1"], "--eval-episodes must be >= 1"),
+        (["--eval-episodes", "-1"], "--eval-episodes must be in [1, 2^32)"),
         (["--horizon", "400"], "no episode is at least 400 steps long"),
         (["--device", "cuda:7"], "--device cuda:7"),
         (["--device", "tpu"], "--device tpu"),
-        (["--resume", "/nonexistent/run"], "no readable checkpoint.pt"),
+        (["--resume", "/nonexistent/run"], "no checkpoint.pt of this version"),
         (["--predict-epsilon", "maybe"], "argument --predict-epsilon: invalid literal_eval value"),
         (["--unet-dim-mults", "1,x"], "argument --unet-dim-mults: invalid literal_eval value"),
         (["--updates", "1.5"], "argument --updates: invalid int value: '1.5'"),
@@ -1573,14 +1582,17 @@ def test_truncated_official_dataset_tells_what_to_do(workdir, tmp_path, monkeypa
 
 
 def test_interrupt_then_resume_gives_the_uninterrupted_numbers(workdir, capsys, monkeypatch):
-    """Ctrl-C saves a checkpoint (with every random generator) and exits 130; --resume continues
-    to exactly the metrics of a run that was never interrupted."""
+    """Ctrl-C keeps the checkpoint of the last evaluation (with every random generator) and exits
+    130; --resume continues from it to exactly the metrics of a run never interrupted."""
     assert run_main(workdir, "--smoke", "--seed", "7") == 0
     (straight,) = run_dirs(workdir, "dydiff__7")
-    real_evaluate = T.evaluate
+    real_evaluate, calls = T.evaluate, []
 
-    def interrupted(*a, **k):
-        raise KeyboardInterrupt
+    def interrupted(*a, **k):  # Ctrl-C during the second evaluation (update 300)
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
 
     monkeypatch.setattr(T, "evaluate", interrupted)
     assert run_main(workdir, "--smoke", "--seed", "7") == 130
@@ -1588,19 +1600,21 @@ def test_interrupt_then_resume_gives_the_uninterrupted_numbers(workdir, capsys, 
     assert torch.load(run / "checkpoint.pt", weights_only=False)["trainer"]["updates"] == 150
     assert "--resume" in capsys.readouterr().out
     monkeypatch.setattr(T, "evaluate", real_evaluate)
+    assert (
+        run_main(workdir, "--resume", str(run), "--updates", "400") == 1
+    )  # settings: checkpoint's
+    assert "drop --updates" in capsys.readouterr().err
     assert run_main(workdir, "--resume", str(run)) == 0
     assert "resumed" in capsys.readouterr().out
     assert json.loads((run / "summary.json").read_text())["updates"] == 300
-    resumed = rl_rows(run)
-    assert resumed[-1] == rl_rows(straight)[-1]  # the same final metrics, evaluation included
-    assert [r["update"] for r in resumed if r["score"]] == ["300"]  # the interrupted one is lost
+    assert rl_rows(run) == rl_rows(straight)  # every row, both evaluations included
 
 
 def test_corrupt_checkpoint_is_one_line(workdir, capsys, tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
     assert run_main(workdir, "--resume", str(tmp_path)) != 0
     err = capsys.readouterr().err
-    assert "no readable checkpoint.pt" in err and "Traceback" not in err
+    assert "no checkpoint.pt of this version" in err and "Traceback" not in err
 
 
 def test_nan_loss_stops_naming_the_phase(workdir, capsys, monkeypatch):
@@ -1786,3 +1800,57 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
     record = json.loads((folder / "dydiff_seed0.json").read_text())
     assert record["run_dir"] == "runs/dydiff0"  # relative to the repository
     assert (tmp_path / "results" / "g_maze2d-umaze.json").exists()
+
+
+def test_model_code_reaches_only_what_the_model_uses():
+    """The diffusion model's key covers the denoisers and DDPM, not TD3+BC or the rollout; a
+    string like "mlp" in the code does not pull in the function mlp()."""
+    diffusion, dynamics = T.code_of([D.train_diffusion]), T.code_of([D.train_dynamics])
+    assert {"MLPDenoiser", "TemporalUnet", "GaussianDiffusion", "window_starts"} <= set(diffusion)
+    assert not {"TD3BC", "mlp", "dydiff_rollout", "EnsembleDynamics"} & set(diffusion)
+    assert {"EnsembleDynamics", "fit_with_holdout", "EnsembleMLP"} <= set(dynamics)
+    assert not {"MLPDenoiser", "TD3BC"} & set(dynamics)
+
+
+def test_models_trained_with_other_threads_are_not_reused(workdir, capsys):
+    """Thread counts change float sums: a model made with 2 threads is not one made with 1."""
+    argv = ("--smoke", "--seed", "15", "--updates", "10", "--eval-every", "10")
+    assert run_main(workdir, *argv, "--threads", "1", cache="cache_threads") == 0
+    assert run_main(workdir, *argv, "--threads", "2", cache="cache_threads") == 0
+    assert capsys.readouterr().out.count("diffusion model: trained") == 2
+    torch.set_num_threads(1)
+
+
+def test_mistyped_env_deletes_nothing(workdir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    kept = tmp_path / "datasets" / "mujoco" / "hopper" / "medium-v0" / "data.txt"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("a dataset")
+    for env in ("mujoco/hopper", "mujoco/hopper/other-v0"):
+        assert run_main(workdir, "--env", env, "--smoke", cache="cache_typo") != 0
+    assert kept.read_text() == "a dataset" and "Traceback" not in capsys.readouterr().err
+
+
+def test_a_failed_cache_write_is_one_line_and_keeps_the_dataset(workdir, tmp_path, capsys):
+    argv = ("--smoke", "--algo", "td3bc", "--dataset-size", "3000", "--updates", "10",
+            "--eval-every", "10")  # fmt: skip
+    assert run_main(workdir, *argv, cache="cache_full") == 0
+    (npz,) = (workdir / "cache_full").glob("*.npz")
+    npz.unlink()
+    npz.mkdir()  # the cache file cannot be written (as on a full disk)
+    folder = get_dataset_path("local/pointmaze/umaze-3000steps-v2")
+    before = sorted(p.stat().st_mtime_ns for p in folder.rglob("*"))
+    capsys.readouterr()
+    assert run_main(workdir, *argv, cache="cache_full") == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "Traceback" not in err and len(err.splitlines()) == 1
+    assert sorted(p.stat().st_mtime_ns for p in folder.rglob("*")) == before  # not regenerated
+
+
+def test_cli_never_passes_off_a_set_made_with_other_settings(datasets_path):
+    assert run_cli("--maze", "umaze", "--steps", "2000").returncode == 0
+    folder = get_dataset_path("local/pointmaze/umaze-2000steps-v2")
+    files = sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*"))
+    out = run_cli("--maze", "umaze", "--steps", "2000", "--seed", "5")
+    assert out.returncode == 2 and "made otherwise" in out.stderr and "minari delete" in out.stderr
+    assert sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")) == files

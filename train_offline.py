@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -41,8 +42,6 @@ from scripts import pointmaze_dataset as pointmaze  # also registers the PointMa
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent
-
 
 class UserError(Exception):
     """A user mistake: main() prints it as one line, "error: ...", and exits 1."""
@@ -51,7 +50,6 @@ class UserError(Exception):
 # ---- Tasks: name -> Minari dataset and per-task defaults -----------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Task:
-    name: str
     dataset_id: str  # official Minari id
     maze: str | None = None  # "umaze" / "medium" / "large" for PointMaze data
     dense: bool = False  # dense maze reward exp(-distance)
@@ -68,13 +66,13 @@ TASKS = {  # Minari's MuJoCo sets are Gymnasium v5 data, NOT D4RL's hopper-mediu
 
 def resolve_task(name: str) -> Task:
     """A task name of TASKS or any Minari dataset id; a pointmaze id gets the maze defaults."""
-    if name not in TASKS and "/" not in name:
+    if name not in TASKS and not re.fullmatch(r"(\w[\w.-]*/)+\w[\w.-]*-v\d+", name):
         raise UserError(f"unknown env '{name}'; known: {', '.join(TASKS)} (or a Minari dataset id)")
     dataset_id = TASKS.get(name, name)
     maze = dataset_id.rsplit("/", 1)[-1].split("-")[0]
     if "pointmaze/" not in dataset_id or maze not in pointmaze.MAZES:
-        return Task(name, dataset_id)
-    return Task(name, dataset_id, maze, "-dense" in dataset_id, eval_episodes=50, updates=50_000)
+        return Task(dataset_id)
+    return Task(dataset_id, maze, "-dense" in dataset_id, eval_episodes=50, updates=50_000)
 
 
 # ---- Data ----------------------------------------------------------------------------------------
@@ -85,19 +83,18 @@ def load_dataset(task: Task, n_steps: int | None, log=print, regenerate=False):
     if n_steps is None and not regenerate:
         with contextlib.suppress(FileNotFoundError):
             return minari.load_dataset(task.dataset_id)
-        if not (local and get_dataset_path(local).exists()):
+        folder = Path(get_dataset_path(task.dataset_id))
+        if not (local and get_dataset_path(local).exists() or folder.exists()):
             log(f"{task.dataset_id} is not local; trying to download it")
             try:
                 minari.download_dataset(task.dataset_id)
                 return minari.load_dataset(task.dataset_id)
             except Exception as e:  # no network (~30 s of retries), unknown id, ...
                 log(f"download failed: {type(e).__name__}")
-                shutil.rmtree(get_dataset_path(task.dataset_id), ignore_errors=True)
-    if not local and n_steps is not None:
-        raise UserError("--dataset-size only applies to maze tasks (their data is generated)")
-    if not local:
-        raise UserError(f"dataset {task.dataset_id} is neither local nor downloadable here; run "
-                        f"`minari download {task.dataset_id}` where there is a network")  # fmt: skip
+                shutil.rmtree(folder, ignore_errors=True)  # only what this download began
+    if not local:  # only maze data can be made here
+        raise UserError("--dataset-size only applies to maze tasks" if n_steps else f"dataset "
+                        f"{task.dataset_id} is not local; `minari download` it where there is a network")  # fmt: skip
     n_steps = n_steps or 1_000_000
     return pointmaze.load_or_generate(task.maze, n_steps, task.dense, log, regenerate=regenerate)
 
@@ -134,8 +131,8 @@ def load_data(task: Task, args, log=print) -> tuple[dict, str, minari.MinariData
     """The dataset, its arrays (cached as .npz under a key of the dataset's files and the code that
     reads them) and a hash of their content. Runs needing the same data take turns."""
     n_steps = args.dataset_size or (20_000 if args.smoke and task.maze else None)
-    with pointmaze.file_lock(Path(args.cache) / f"{task.name.replace('/', '_')}.lock"):
-        for again in (False, True):  # a second time only to regenerate an unreadable local set
+    with pointmaze.file_lock(Path(args.cache) / f"{task.dataset_id.replace('/', '_')}.lock"):
+        for again in (False, True):  # again: regenerate a local set that could not be read
             dataset = load_dataset(task, n_steps, log, regenerate=again)
             name = dataset.spec.dataset_id
             files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
@@ -143,19 +140,18 @@ def load_data(task: Task, args, log=print) -> tuple[dict, str, minari.MinariData
             key = fingerprint([dataset_to_arrays], None, name, files)
             path = Path(args.cache) / f"{name.replace('/', '_')}__{key}.npz"
             data = read_cached(path, lambda p: dict(np.load(p)), log)
-            try:
-                if data is None:
+            if data is None:
+                try:
                     data = dataset_to_arrays(dataset, task)
-                    atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **data))
-                content = b"".join(
-                    data[k].tobytes() for k in sorted(data)
-                )  # what models learn from
-                return data, hashlib.sha1(content).hexdigest()[:12], dataset
-            except (OSError, KeyError, ValueError) as e:  # e.g. a truncated HDF5 file
-                if not name.startswith("local/") or again:  # only the user can replace it
-                    raise UserError(f"dataset {name} is unreadable ({type(e).__name__}: {e}); "
-                                    f"delete it (`minari delete {name}`) and get it again") from None  # fmt: skip
-                log(f"{name} is unreadable ({type(e).__name__}); regenerating it")
+                except (OSError, KeyError, ValueError) as e:  # e.g. a truncated HDF5 file
+                    if not name.startswith("local/") or again:  # only the user can replace it
+                        raise UserError(f"dataset {name} is unreadable ({type(e).__name__}: {e}); "
+                                        f"delete it (`minari delete {name}`), get it again") from None  # fmt: skip
+                    log(f"{name} is unreadable ({type(e).__name__}); regenerating it")
+                    continue
+                atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **data))
+            content = b"".join(data[k].tobytes() for k in sorted(data))  # what models learn from
+            return data, hashlib.sha1(content).hexdigest()[:12], dataset
 
 
 def termination_fn(task: Task):
@@ -228,8 +224,8 @@ def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
     the output folders tried, before any work."""
     for flag, low in (("dataset_size", 1), ("eval_episodes", 1), ("seed", 0), ("model_seed", 0),
                       ("threads", 0)):  # fmt: skip
-        if getattr(args, flag) is not None and getattr(args, flag) < low:
-            raise UserError(f"invalid setting: --{flag.replace('_', '-')} must be >= {low}")
+        if getattr(args, flag) is not None and not low <= getattr(args, flag) < 2**32:
+            raise UserError(f"invalid setting: --{flag.replace('_', '-')} must be in [{low}, 2^32)")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(dydiff.Config)[1:]}
     values = {"updates": task.updates} | (SMOKE if args.smoke else {})
     values |= {k: v for k, v in given.items() if v is not None}
@@ -274,24 +270,31 @@ def read_cached(path: Path, read, log=print):
 
 
 def fingerprint(code: list, cfg: dydiff.Config | None, *extra) -> str:
-    """A hash of the source of `code` and of every function or class of ours it uses, transitively,
-    of the Config fields that source names, and of extra (data, seed). A cached artefact is reused
-    only if the same code, settings and data made it: a student's edit is never silently ignored."""
-    sources, todo = {}, list(code)
-    while todo:
-        obj = todo.pop()
-        name, module = obj.__qualname__, sys.modules[obj.__module__]  # (module: __main__ or not)
-        if name not in sources:
-            sources[name] = inspect.getsource(obj)
-            for word in set(re.findall(r"\w+", sources[name])):
-                for ref in (getattr(module, word, None), getattr(dydiff, word, None)):
-                    ours = getattr(ref, "__module__", None) in (dydiff.__name__, __name__)
-                    if ours and callable(ref) and ref is not dydiff.Config:  # it counts by value
-                        todo.append(ref)
-    used = set(re.findall(r"cfg\.(\w+)", "".join(sources.values())))  # the settings it reads
+    """A hash of the code of `code` and of all our code it names, transitively (syntax trees: comments
+    and layout do not count), of the Config fields that code reads and of extra (data, seeds...): a
+    cached artefact is reused only if the same code, settings and data made it."""
+    trees = code_of(code)
+    used = {n.attr for t in trees.values() for n in ast.walk(t) if isinstance(n, ast.Attribute)}
     settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k in used} if cfg else {}
-    text = json.dumps([sorted(sources.items()), settings, extra], default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
+    code = sorted((k, ast.dump(t)) for k, t in trees.items())
+    return hashlib.sha1(json.dumps([code, settings, extra], default=str).encode()).hexdigest()[:12]
+
+
+def code_of(objs: list) -> dict:
+    """Syntax trees of objs and of every function or class of dydiff.py or this file they name."""
+    trees, todo = {}, list(objs)
+    while todo:
+        if (obj := todo.pop()).__qualname__ in trees:
+            continue
+        trees[obj.__qualname__] = tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
+        modules = sys.modules[obj.__module__], dydiff
+        for node in ast.walk(tree):
+            name = str(getattr(node, "id", None) or getattr(node, "attr", None))  # x, or a.x
+            for ref in (getattr(m, name, None) for m in modules):
+                ours = getattr(ref, "__module__", None) in (dydiff.__name__, __name__)
+                if ours and callable(ref) and ref is not dydiff.Config:  # Config counts by value
+                    todo.append(ref)
+    return trees
 
 
 # ---- Pretraining: dynamics ensemble, reward model, diffusion model --------------------------------
@@ -304,7 +307,8 @@ def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict) -
                              ("reward", dydiff.train_reward_model, dydiff.build_reward_model),
                              ("diffusion", dydiff.train_diffusion, dydiff.build_diffusion)):  # fmt: skip
         start, curve = time.time(), []
-        key = fingerprint([fit], cfg, data_key, args.model_seed)
+        extra = data_key, args.model_seed, torch.get_num_threads(), torch.__version__
+        key = fingerprint([fit], cfg, *extra)
         path = Path(args.cache, "models", f"{name}__{key}.pt")
         with pointmaze.file_lock(path.with_suffix(".lock")):
             saved = read_cached(path, lambda p: torch.load(p, map_location=cfg.device))
@@ -323,7 +327,10 @@ def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict) -
                         bar.set_postfix(metrics)
                         curve.append({"update": step, "phase": name} | metrics)
 
-                    model = fit(data, cfg, log)
+                    try:
+                        model = fit(data, cfg, log)
+                    except ValueError as e:  # settings that do not fit the data
+                        raise UserError(f"{name} model: {e}") from None
                 models[name] = model[0] if isinstance(model, tuple) else model
                 state = {"state": models[name].state_dict(), "curve": curve}
                 atomic_write(path, lambda tmp: torch.save(state, tmp))
@@ -336,13 +343,19 @@ def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict) -
 # ---- The run ---------------------------------------------------------------------------------------
 def train(args: argparse.Namespace) -> None:
     ckpt = None
-    if args.resume:  # every setting comes from the checkpoint
-        path = Path(args.resume) / "checkpoint.pt"
-        ckpt = read_cached(path, lambda p: torch.load(p, weights_only=False), log=lambda m: None)
-        if not isinstance(ckpt, dict) or "trainer" not in ckpt:
-            raise UserError(f"--resume {args.resume}: no readable checkpoint.pt there")
-        now = {k: getattr(args, k) for k in ("resume", "device", "threads")}
-        args = argparse.Namespace(**ckpt["args"] | now)
+    if args.resume:  # every setting comes from the checkpoint (the device may change)
+        load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
+        ckpt = read_cached(Path(args.resume, "checkpoint.pt"), load, log=lambda m: None)
+        if not isinstance(ckpt, dict) or "args" not in ckpt:
+            raise UserError(f"--resume {args.resume}: no checkpoint.pt of this version there")
+        defaults, ignored = vars(parse_args([])), ("resume", "device", "out", "cache")
+        if given := [k for k, v in vars(args).items() if v != defaults[k] and k not in ignored]:
+            flag = "--" + given[0].replace("_", "-")
+            raise UserError(f"--resume takes every setting from the checkpoint: drop {flag}")
+        device = ckpt["args"]["device"] if args.device == "auto" else args.device
+        args = argparse.Namespace(**ckpt["args"] | {"resume": args.resume, "device": device})
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     task = resolve_task(args.env)
     cfg = make_config(args, task)
     times, start = {}, time.time()
@@ -356,35 +369,33 @@ def train(args: argparse.Namespace) -> None:
         if len(dydiff.window_starts(data["episode_ids"], cfg.horizon)) == 0:
             raise UserError(f"invalid setting: no episode is at least {cfg.horizon} steps long")
         models, rows = pretrain(data, cfg, args, data_key, times)
-    run_dir = Path(args.resume or new_run_dir(args))  # made once the settings proved usable
+    name = f"{args.env.replace('/', '_')}__{args.algo}__{args.seed}__{time.strftime('%m%d-%H%M')}_"
+    run_dir = Path(args.resume or tempfile.mkdtemp(prefix=name, dir=args.out))  # a new folder
     # The RL phase's random stream depends on --seed alone: with cached or new models, DyDiff and
     # TD3+BC start from the same networks (a paired comparison).
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    torch.manual_seed(args.seed)  # (the RL phase draws from torch's generators only)
     trainer = dydiff.DyDiffTrainer(cfg, data, models, termination_fn(task))
     if ckpt is not None:
         trainer.load_state_dict(ckpt["trainer"])
         torch.set_rng_state(ckpt["rng"]["torch"])
-        np.random.set_state(ckpt["rng"]["numpy"])
         if ckpt["rng"]["cuda"] is not None:  # every generator the RL phase draws from
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
         rows, times = ckpt["rows"], ckpt["times"]
         print(f"resumed {run_dir} at update {trainer.updates:,}")
-    config = {"args": vars(args), "config": dataclasses.asdict(cfg), "command": " ".join(sys.argv)}
-    atomic_write(run_dir / "config.json", lambda tmp: tmp.write_text(json.dumps(config, indent=1)))
+    else:
+        config = json.dumps({"args": vars(args), "config": dataclasses.asdict(cfg),
+                             "command": " ".join(sys.argv)}, indent=1)  # fmt: skip
+        atomic_write(run_dir / "config.json", lambda tmp: tmp.write_text(config))
 
     n_eval = args.eval_episodes or (2 if args.smoke else task.eval_episodes)
     policy = lambda s: trainer.agent.act(torch.as_tensor(s, device=cfg.device)).cpu().numpy()  # noqa: E731
     bar = tqdm(total=cfg.updates, initial=trainer.updates, desc=f"{args.algo} updates")
     start = time.time() - times.get("rl", 0.0)
 
-    def evaluate_now(update: int) -> dict:  # the same episode seeds every time, for every run
-        return evaluate(policy, dataset, n_eval, seed=10_000)
-
-    def checkpoint() -> None:
+    def checkpoint() -> None:  # at evaluations only: a state from which a resumed run is exact
         times["rl"] = time.time() - start
         cuda = torch.cuda.get_rng_state_all() if cfg.device.startswith("cuda") else None
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "cuda": cuda}
+        rng = {"torch": torch.get_rng_state(), "cuda": cuda}
         state = {"args": vars(args), "trainer": trainer.state_dict(), "rng": rng, "rows": rows,
                  "times": times}  # fmt: skip
         atomic_write(run_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
@@ -405,12 +416,11 @@ def train(args: argparse.Namespace) -> None:
             checkpoint()
 
     try:
-        trainer.train(cfg.updates, evaluate_now, log)
-    except KeyboardInterrupt:
-        bar.close()
-        checkpoint()
-        print(f"\ninterrupted at update {trainer.updates:,}; checkpoint saved. Continue with:\n"
-              f"  python train_offline.py --resume {run_dir}")  # fmt: skip
+        trainer.train(cfg.updates, lambda update: evaluate(policy, dataset, n_eval, 10_000), log)
+    except KeyboardInterrupt:  # the checkpoint of the last evaluation stays as it is
+        saved = (run_dir / "checkpoint.pt").exists()
+        then = f"python train_offline.py --resume {run_dir}" if saved else "no evaluation yet"
+        print(f"\ninterrupted at update {trainer.updates:,}; from the last evaluation: {then}")
         sys.exit(130)
     except FloatingPointError as e:  # the last good checkpoint stays in place
         raise FloatingPointError(f"{e} (last good checkpoint kept in {run_dir})") from None
@@ -420,19 +430,12 @@ def train(args: argparse.Namespace) -> None:
     finish(run_dir, args, task, rows, times, trainer, dataset, data)
 
 
-def new_run_dir(args: argparse.Namespace) -> Path:
-    """runs/<env>__<algo>__<seed>__<time>_<random>/, made now: two runs never share one."""
-    stamp = time.strftime("%Y%m%d-%H%M")
-    name = f"{args.env.replace('/', '_')}__{args.algo}__{args.seed}__{stamp}_"
-    return Path(tempfile.mkdtemp(prefix=name, dir=args.out))
-
-
 def finish(run_dir, args, task, rows, times, trainer, dataset, data) -> None:
     """summary.json, the pictures and a one-screen summary."""
     evals = [r for r in rows if "score" in r]
     scores = [r["score"] for r in evals if np.isfinite(r["score"])]  # NaN: no reference scores
-    git = ["git", "describe", "--always", "--dirty", "--abbrev=40"]  # -dirty: edited since
-    git = shutil.which("git") and subprocess.run(git, cwd=ROOT, capture_output=True, text=True)
+    git = ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"]  # -dirty:
+    git = shutil.which("git") and subprocess.run(git, capture_output=True, text=True)  # edited
     summary = {
         "env": args.env, "algo": args.algo, "seed": args.seed, "model_seed": args.model_seed,
         "updates": trainer.updates, "final_score": scores[-1] if scores else None,
@@ -459,21 +462,14 @@ def plot_maze_trajectories(trainer, dataset, data: dict, path: Path, n: int = 12
     """Real windows of the data beside DyDiff rollouts of the final policy from the same states."""
     cfg, models = trainer.cfg, (trainer.models["dynamics"], trainer.models["diffusion"])
     starts = dydiff.window_starts(data["episode_ids"], cfg.horizon)
-    starts = np.random.default_rng(0).choice(starts, n, replace=False)
+    starts = np.random.default_rng(0).choice(starts, min(n, len(starts)), replace=False)
     real = data["observations"][starts[:, None] + np.arange(cfg.horizon)]
     s0 = torch.as_tensor(real[:, 0], device=cfg.device)
     synth, _ = dydiff.dydiff_rollout(s0, trainer.agent.act, *models, cfg.horizon, cfg.iterations)
     env = make_eval_env(dataset)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5))
-    for ax, trajs, title in ((axes[0], real, "real data windows"),
-                             (axes[1], synth.cpu().numpy(), f"DyDiff rollouts (M={cfg.iterations})")):  # fmt: skip
-        pointmaze.draw_maze(ax, env.unwrapped.maze)
-        for k, t in enumerate(trajs):
-            ax.plot(t[:, 0], t[:, 1], "-", color=f"C{k % 10}", lw=1.2)
-            ax.plot(t[0, 0], t[0, 1], "o", color=f"C{k % 10}", ms=4)
-        ax.set_title(title)
+    panels = {"real data windows": real, f"DyDiff rollouts (M={cfg.iterations})": synth.cpu()}
+    save_figure(pointmaze.draw_trajectories(env.unwrapped.maze, panels), path)
     env.close()
-    save_figure(fig, path)
 
 
 def save_figure(fig, path: Path) -> None:
@@ -484,11 +480,9 @@ def save_figure(fig, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
     try:
         train(args)
-    except (UserError, FloatingPointError) as e:  # bad input, or a loss became NaN: one line
+    except (UserError, FloatingPointError, OSError) as e:  # bad input, NaN loss, full disk...
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:  # before the RL phase: nothing half-written to save

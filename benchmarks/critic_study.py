@@ -30,7 +30,7 @@ import train_offline as T  # noqa: E402
 def study(run_dir: Path) -> dict:
     with open(run_dir / "metrics.csv") as f:
         rl = [r for r in csv.DictReader(f) if r["phase"] == "rl"]
-    ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
     args, cfg = ckpt["args"], json.loads((run_dir / "config.json").read_text())["config"]
     critic = [float(r["critic_loss"]) for r in rl]
     last = rl[-1]

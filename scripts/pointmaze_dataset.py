@@ -237,6 +237,23 @@ def draw_maze(ax, maze: Maze) -> None:
     ax.set_aspect("equal")
 
 
+def draw_trajectories(maze: Maze, panels: dict[str, np.ndarray]):
+    """A figure with one panel per title: the walls, the goal (star) and each trajectory [H, >= 2]
+    of the panel's array [N, H, >= 2] as a line from its start (dot)."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
+    for ax, (title, trajectories) in zip(axes[0], panels.items()):
+        draw_maze(ax, maze)
+        ax.plot(*maze.unique_goal_locations[0], "*", color="gold", ms=14, mec="k")
+        for k, t in enumerate(trajectories):
+            ax.plot(t[:, 0], t[:, 1], "-", color=f"C{k % 10}", lw=1.2)
+            ax.plot(t[0, 0], t[0, 1], "o", color=f"C{k % 10}", ms=4)
+        ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
 # ---- Generation ----
 def _make_maze_envs(maze: str, dense: bool, n_steps: int) -> tuple[gym.Env, gym.Env]:
     """Collection env (random goals, never resets) and evaluation env (one fixed goal cell).
@@ -418,6 +435,13 @@ def main(argv: list[str] | None = None) -> int:
         dataset = load_or_generate(
             args.maze, args.steps, args.dense, seed=args.seed, solver=args.solver
         )
+        meta = dataset.storage.metadata
+        made = f"(seed {args.seed})" in meta.get("description", "") and meta.get(
+            "algorithm_name", ""
+        ).startswith(ALGORITHMS[args.solver])
+        if not made:  # an existing set made with another seed or planner: never replaced silently
+            parser.error(f"{dataset_id} exists, made otherwise ({meta.get('algorithm_name')}, "
+                         f"{meta.get('description')}); `minari delete {dataset_id}` to remake it")  # fmt: skip
         _report(dataset, path, args)
     except KeyboardInterrupt:
         done = (
