@@ -43,6 +43,10 @@ matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
 
+GIT = ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"]  # -dirty: edited
+COMMIT = shutil.which("git") and subprocess.run(GIT, capture_output=True, text=True).stdout.strip()
+
+
 class UserError(Exception):
     """A user mistake: main() prints it as one line, "error: ...", and exits 1."""
 
@@ -434,14 +438,12 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data) -> None:
     """summary.json, the pictures and a one-screen summary."""
     evals = [r for r in rows if "score" in r]
     scores = [r["score"] for r in evals if np.isfinite(r["score"])]  # NaN: no reference scores
-    git = ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"]  # -dirty:
-    git = shutil.which("git") and subprocess.run(git, capture_output=True, text=True)  # edited
     summary = {
         "env": args.env, "algo": args.algo, "seed": args.seed, "model_seed": args.model_seed,
         "updates": trainer.updates, "final_score": scores[-1] if scores else None,
         "best_score": max(scores, default=None), "final_return": evals[-1]["return"],
         "phase_seconds": {k: round(v, 1) for k, v in times.items()}, "smoke": args.smoke,
-        "commit": git and git.stdout.strip() or None, "command": " ".join(sys.argv),
+        "commit": COMMIT, "command": " ".join(sys.argv),
     }  # fmt: skip
     text = json.dumps(summary, indent=1)
     atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(text))
