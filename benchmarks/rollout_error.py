@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -175,15 +174,6 @@ def plot_injection(path: Path, maze, sim: np.ndarray, rounds: list, picks, name:
     plt.close(fig)
 
 
-def git_commit() -> str | None:
-    """The commit, with -dirty when files were edited since."""
-    cmd = "git describe --always --dirty --abbrev=40".split()
-    try:
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stdout.strip() or None
-    except OSError:  # no git
-        return None
-
-
 def portable(word: str) -> str:
     """A command-line word with an absolute path made relative to the repository (or its name)."""
     flag, value = word.split("=", 1) if word.startswith("--") and "=" in word else ("", word)
@@ -244,7 +234,7 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     plot_errors(results, h, out / f"rollout_error{tag}.png")
     plot_injection(out / f"policy_injection{tag}.png", maze, *picture)
     record = {"command": " ".join(["python benchmarks/rollout_error.py", *map(portable, argv)]),
-              "commit": git_commit(), "seed": args.seed, "horizon": h,
+              "commit": drv.COMMIT, "seed": args.seed, "horizon": h,
               "iterations": cfg.iterations, "n_start_states": n, "smoke": args.smoke,
               "policy_run": portable(own.policy_run) if own.policy_run else None,
               "per_method": results}  # fmt: skip

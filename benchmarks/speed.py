@@ -154,15 +154,6 @@ def bench_evaluation(cfg, n_episodes: int, cache: Path) -> float:
     return (time.perf_counter() - start) * 100 / n_episodes
 
 
-def git_commit() -> str | None:
-    """The commit, with -dirty when files were edited since."""
-    cmd = "git describe --always --dirty --abbrev=40".split()
-    try:
-        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True).stdout.strip() or None
-    except OSError:  # no git
-        return None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
@@ -245,7 +236,7 @@ def main() -> None:
         json.dumps(
             {
                 "command": " ".join([Path(sys.executable).name] + sys.argv),
-                "commit": git_commit(),
+                "commit": drv.COMMIT,
                 "torch": torch.__version__,
                 "threads": threads,
                 "quick": q,
