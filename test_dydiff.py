@@ -1800,6 +1800,11 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
     record = json.loads((folder / "dydiff_seed0.json").read_text())
     assert record["run_dir"] == "runs/dydiff0"  # relative to the repository
     assert (tmp_path / "results" / "g_maze2d-umaze.json").exists()
+    # runs of another group join a table under a new name, paired by seed, files left where they are
+    other = SC.aggregate("maze2d-umaze", "empty", "td3bc", ("g/td3bc=td3bc", "g/dydiff=M=2"))
+    assert set(other) == {"td3bc", "M=2"} and other["M=2"]["final_minus_td3bc"]["seeds"] == [0, 1, 2]
+    assert other["M=2"]["final_per_seed"] == [15.0, 26.0, 30.0, 99.0]
+    assert not (tmp_path / "results" / "empty" / "maze2d-umaze").exists()
 
 
 def test_model_code_reaches_only_what_the_model_uses():

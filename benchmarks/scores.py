@@ -3,6 +3,7 @@
     python benchmarks/scores.py --env maze2d-umaze --algos dydiff td3bc --seeds 0 1 2 [--parallel 2]
     python benchmarks/scores.py --env maze2d-umaze --aggregate-only
     python benchmarks/scores.py --algos dydiff --seeds 0 1 2 --iterations 0 --label M=0 --group ablation_M
+    python benchmarks/scores.py --group ablation_M --baseline M=0 --with-runs scores/dydiff=M=2 --aggregate-only
 
 Anything not listed below goes to train_offline.py as it is (--iterations 0 above). Each run is the
 ordinary command `python train_offline.py --env E --algo A --seed S ...` (run folder and log.txt
@@ -11,11 +12,14 @@ as soon as it ends. The aggregate, results/<group>_<env>.json (and a table print
 reports per label the mean and SAMPLE standard deviation over seeds of the final score (the last
 evaluation) and of the mean of the last five evaluations, and for every label against --baseline
 the paired difference over the seeds both have, with a 95% bootstrap interval (resampling seeds).
+--with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
+DyDiff, whose M is the default 2, as "M=2" of the ablation), without copying their files.
 """
 
 import argparse
 import csv
 import json
+import re
 import subprocess
 import sys
 import time
@@ -85,11 +89,18 @@ def plot_curves(curves: dict[str, list[list]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def aggregate(env: str, group: str, baseline: str) -> dict:
+def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = ()) -> dict:
     runs: dict[str, dict[int, dict]] = {}
     for path in sorted((ROOT / "results" / group / env.replace("/", "_")).glob("*.json")):
         r = json.loads(path.read_text())
         runs.setdefault(r["label"], {})[r["seed"]] = r
+    for spec in with_runs:  # "scores/dydiff=M=2": the runs labelled dydiff in results/scores/
+        source, name = spec.split("=", 1)
+        other, label = source.split("/")
+        for path in sorted((ROOT / "results" / other / env.replace("/", "_")).glob("*.json")):
+            r = json.loads(path.read_text())
+            if r["label"] == label:
+                runs.setdefault(name, {})[r["seed"]] = r | {"label": name}
     metrics = {  # per run: the last evaluation, and the mean of the last five
         "final": lambda r: r["final_score"],
         "last5": lambda r: float(np.mean([s for _, s in r["curve"][-5:]])),
@@ -150,8 +161,13 @@ def main() -> None:
     p.add_argument("--label", help="name of these runs in tables and plots (default: the algo)")
     p.add_argument("--group", default="scores", help="results/<group>/ folder and file prefix")
     p.add_argument("--baseline", default="td3bc", help="label the others are compared with")
+    p.add_argument("--with-runs", nargs="+", default=[], metavar="GROUP/LABEL=NAME",
+                   help="also aggregate these runs of another group, under NAME")
     p.add_argument("--aggregate-only", action="store_true")
     args, extra = p.parse_known_args()  # anything else goes to train_offline.py as it is
+    for spec in args.with_runs:
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+=[\w.=-]+", spec):
+            sys.exit(f"error: --with-runs {spec}: expected GROUP/LABEL=NAME, e.g. scores/dydiff=M=2")
     if not args.aggregate_only:
 
         def job(algo_seed):
@@ -164,7 +180,7 @@ def main() -> None:
 
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(job, [(a, s) for a in args.algos for s in args.seeds]))
-    aggregate(args.env, args.group, args.baseline)
+    aggregate(args.env, args.group, args.baseline, tuple(args.with_runs))
 
 
 if __name__ == "__main__":
