@@ -8,7 +8,7 @@ steps in the real simulator (the PointMaze state set to x, y, vx, vy), autoregre
 dynamics ensemble (M = 0), and with DyDiff (that rollout, then M policy-injection rounds) for M in
 {1, iterations, 4}. Measured: the per-step MSE against the simulator over the four state dimensions,
 and the share of states inside walls. Policies: the data's expert controller and, with --policy-run,
-the trained TD3+BC policy of a finished run (its checkpoint.pt). --seed seeds the start states and
+the actor of a finished DyDiff or TD3+BC run (its checkpoint.pt). --seed seeds the start states and
 the rollouts. The models are train_offline.pretrain's: from --cache when the same code, data,
 settings and --model-seed made them, as for the training runs; every flag of train_offline.py
 (--smoke, --cache, --model-seed, --device, Config flags) means what it means there.
@@ -39,7 +39,7 @@ import dydiff  # noqa: E402
 import train_offline as drv  # noqa: E402
 from scripts import pointmaze_dataset as pointmaze  # noqa: E402
 
-EXPERT, TRAINED = "expert", "trained TD3+BC policy (--policy-run)"
+EXPERT, TRAINED = "expert", "trained policy (--policy-run)"
 
 
 def expert_policy(maze, goal_xy: np.ndarray, device: str):

@@ -65,25 +65,37 @@ def bootstrap_interval(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> lis
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
-def plot_curves(curves: dict[str, list[list]], path: Path, title: str) -> None:
-    """Score against updates per label: the mean over runs and a +- sample std band."""
+def plot_curves(runs: dict[str, dict[int, dict]], baseline: str, path: Path, title: str) -> None:
+    """Left: score against updates per label, the mean over seeds and a +- sample std band.
+    Right: the paired difference label - baseline at every evaluation, mean and 95% bootstrap band."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, runs in curves.items():
-        n = min(len(r) for r in runs)
-        x = np.array([u for u, _ in runs[0][:n]])
-        y = np.array([[s for _, s in r[:n]] for r in runs])
-        ax.plot(x, y.mean(0), label=f"{label} ({len(runs)} seeds)")
-        if len(runs) > 1:
+    fig, (ax, dx) = plt.subplots(1, 2, figsize=(12, 4))
+    for label, by_seed in runs.items():
+        n = min(len(r["curve"]) for r in by_seed.values())
+        x = np.array([u for u, _ in next(iter(by_seed.values()))["curve"][:n]])
+        y = np.array([[s for _, s in r["curve"][:n]] for r in by_seed.values()])
+        ax.plot(x, y.mean(0), label=f"{label} ({len(y)} seeds)")
+        if len(y) > 1:
             std = y.std(0, ddof=1)
             ax.fill_between(x, y.mean(0) - std, y.mean(0) + std, alpha=0.2)
+        paired = sorted(set(by_seed) & set(runs.get(baseline, {})))
+        if label != baseline and paired:
+            d = np.array([[a - b for (_, a), (_, b) in zip(by_seed[s]["curve"][:n],
+                                                           runs[baseline][s]["curve"][:n])]
+                          for s in paired])  # fmt: skip
+            band = np.array([bootstrap_interval(col, n=2_000) for col in d.T])
+            dx.plot(x, d.mean(0), label=f"{label} - {baseline} ({len(paired)} seeds)")
+            dx.fill_between(x, band[:, 0], band[:, 1], alpha=0.2)
     ax.set(xlabel="updates", ylabel="normalised score", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    dx.axhline(0, color="k", lw=0.8)
+    dx.set(xlabel="updates", ylabel="score difference", title="paired difference, 95% bootstrap")
+    for a in (ax, dx):
+        a.grid(alpha=0.3)
+        a.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -128,8 +140,7 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
         table[label] = row
     out = ROOT / "results" / f"{group}_{env.replace('/', '_')}"
     out.with_suffix(".json").write_text(json.dumps(table, indent=1))
-    curves = {label: [r["curve"] for r in by_seed.values()] for label, by_seed in runs.items()}
-    plot_curves(curves, out.with_suffix(".png"), f"{env}: mean +- sample std over seeds")
+    plot_curves(runs, baseline, out.with_suffix(".png"), f"{env}: mean +- sample std over seeds")
     print_table(env, table, baseline)
     return table
 
