@@ -1759,6 +1759,31 @@ def test_non_maze_env_is_one_line_error(tmp_path):
     ]
 
 
+spec = importlib.util.spec_from_file_location("critic", HERE / "benchmarks/critic_study.py")
+CS = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(CS)
+
+
+def test_critic_study_q_against_the_true_discounted_return(tmp_path, monkeypatch):
+    """A still policy (actor output 0) started on the goal collects gamma^t every step; one started
+    far from it nothing. The critic's value at the start state is read, not trained."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    dataset = P.load_or_generate("umaze", 20_000, ref_episodes=2, log=lambda m: None)
+    cfg = D.Config()
+    agent = D.TD3BC(4, 2, D.Normalizer(4), cfg)
+    for net, bias in ((agent.actor[0], 0.0), (agent.q1, 3.0)):
+        nn.init.zeros_(net[-1].weight), nn.init.constant_(net[-1].bias, bias)
+    weights, config = agent.state_dict(), dataclasses.asdict(cfg)
+    env = T.make_eval_env(dataset)
+    start = env.reset(seed=10_000)[0]["observation"][:2]
+    env.close()
+    on_goal = CS.q_against_return(weights, config, dataset, start, episodes=1, steps=20)
+    assert on_goal["q_start"] == pytest.approx(3.0)
+    assert on_goal["return_start"] == pytest.approx((1 - 0.99**20) / 0.01, rel=1e-6)
+    far = CS.q_against_return(weights, config, dataset, start + 10, episodes=1, steps=20)
+    assert far["return_start"] == 0.0
+
+
 spec = importlib.util.spec_from_file_location("scores", HERE / "benchmarks/scores.py")
 SC = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(SC)

@@ -3,7 +3,8 @@
     python benchmarks/scores.py --env maze2d-umaze --algos dydiff td3bc --seeds 0 1 2 [--parallel 2]
     python benchmarks/scores.py --env maze2d-umaze --aggregate-only
     python benchmarks/scores.py --algos dydiff --seeds 0 1 2 --iterations 0 --label M=0 --group ablation_M
-    python benchmarks/scores.py --group ablation_M --baseline M=0 --with-runs scores/dydiff=M=2 --aggregate-only
+    python benchmarks/scores.py --group ablation_M --baseline M=0 --with-runs scores/dydiff=M=2 \
+        --aggregate-only
 
 Anything not listed below goes to train_offline.py as it is (--iterations 0 above). Each run is the
 ordinary command `python train_offline.py --env E --algo A --seed S ...` (run folder and log.txt
@@ -67,7 +68,7 @@ def bootstrap_interval(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> lis
 
 def plot_curves(runs: dict[str, dict[int, dict]], baseline: str, path: Path, title: str) -> None:
     """Left: score against updates per label, the mean over seeds and a +- sample std band.
-    Right: the paired difference label - baseline at every evaluation, mean and 95% bootstrap band."""
+    Right: the paired difference label - baseline at every evaluation, its mean and 95% band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,7 +179,7 @@ def main() -> None:
     args, extra = p.parse_known_args()  # anything else goes to train_offline.py as it is
     for spec in args.with_runs:
         if not re.fullmatch(r"[\w.-]+/[\w.-]+=[\w.=-]+", spec):
-            sys.exit(f"error: --with-runs {spec}: expected GROUP/LABEL=NAME, e.g. scores/dydiff=M=2")
+            sys.exit(f"error: --with-runs {spec}: expected GROUP/LABEL=NAME (scores/dydiff=M=2)")
     if not args.aggregate_only:
 
         def job(algo_seed):
