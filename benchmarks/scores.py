@@ -8,8 +8,8 @@
 
 Anything not listed below goes to train_offline.py as it is (--iterations 0 above). Each run is the
 ordinary command `python train_offline.py --env E --algo A --seed S ...` (run folder and log.txt
-in runs/<group>/<env>/<label>_seed<S>/). Its summary and learning curve go to results/<group>/<env>/<label>_seed<S>.json
-as soon as it ends. The aggregate, results/<group>_<env>.json (and a table printed as markdown),
+in runs/<group>/<env>/<label>_seed<S>/). Its summary and learning curve go to
+results/<group>/<env>/<label>_seed<S>.json as soon as it ends. The aggregate, results/<group>_<env>.json (and a table printed as markdown),
 reports per label the mean and SAMPLE standard deviation over seeds of the final score (the last
 evaluation) and of the mean of the last five evaluations, and for every label against --baseline
 the paired difference over the seeds both have, with a 95% bootstrap interval (resampling seeds).
@@ -148,17 +148,17 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
 
 def print_table(env: str, table: dict, baseline: str) -> None:
     fmt = lambda m, s: f"{m:.1f} +- {s:.1f}" if s is not None else f"{m:.1f}"  # noqa: E731
-    print(f"\n| {env} | seeds | final | mean of last 5 evals | final - {baseline} [95% CI] |")
-    print("|---|---|---|---|---|")
+
+    def diff(t: dict, m: str) -> str:
+        if not (d := t.get(f"{m}_minus_{baseline}")):
+            return ""
+        return f"{d['mean']:+.1f} [{d['bootstrap_95'][0]:+.1f}, {d['bootstrap_95'][1]:+.1f}]"
+
+    print(f"\n| {env} | seeds | final | mean of last 5 evals | final - {baseline} [95% CI] "
+          f"| last 5 - {baseline} [95% CI] |\n|---|---|---|---|---|---|")  # fmt: skip
     for label, t in table.items():
-        d = t.get(f"final_minus_{baseline}")
-        diff = (
-            f"{d['mean']:+.1f} [{d['bootstrap_95'][0]:+.1f}, {d['bootstrap_95'][1]:+.1f}]"
-            if d
-            else ""
-        )
         print(f"| {label} | {len(t['seeds'])} | {fmt(t['final_mean'], t['final_std'])} | "
-              f"{fmt(t['last5_mean'], t['last5_std'])} | {diff} |")  # fmt: skip
+              f"{fmt(t['last5_mean'], t['last5_std'])} | {diff(t, 'final')} | {diff(t, 'last5')} |")
 
 
 def main() -> None:
