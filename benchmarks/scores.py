@@ -7,12 +7,13 @@
         --aggregate-only
 
 Anything not listed below goes to train_offline.py as it is (--iterations 0 above). Each run is the
-ordinary command `python train_offline.py --env E --algo A --seed S ...` (run folder and log.txt
-in runs/<group>/<env>/<label>_seed<S>/). Its summary and learning curve go to
-results/<group>/<env>/<label>_seed<S>.json as soon as it ends. The aggregate, results/<group>_<env>.json (and a table printed as markdown),
-reports per label the mean and SAMPLE standard deviation over seeds of the final score (the last
-evaluation) and of the mean of the last five evaluations, and for every label against --baseline
-the paired difference over the seeds both have, with a 95% bootstrap interval (resampling seeds).
+ordinary command `python train_offline.py --env E --algo A --seed S ...` (run folder and log.txt in
+runs/<group>/<env>/<label>_seed<S>/). Its summary and learning curve go to
+results/<group>/<env>/<label>_seed<S>.json as soon as it ends. The aggregate,
+results/<group>_<env>.json and .png (and a table printed as markdown), reports per label the mean
+and SAMPLE standard deviation over seeds of the final score (the last evaluation) and of the mean of
+the last five evaluations, and for every label against --baseline the paired difference over the
+seeds both have, with a 95% bootstrap interval (resampling seeds).
 --with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
 DyDiff, whose M is the default 2, as "M=2" of the ablation), without copying their files.
 """
