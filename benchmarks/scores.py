@@ -95,9 +95,11 @@ def plot_curves(runs: dict[str, dict[int, dict]], baseline: str, path: Path, tit
     ax.set(xlabel="updates", ylabel="normalised score", title=title)
     dx.axhline(0, color="k", lw=0.8)
     dx.set(xlabel="updates", ylabel="score difference", title="paired difference, 95% bootstrap")
+    ax.legend()
+    if len(dx.lines) > 1:  # a difference besides the zero line
+        dx.legend()
     for a in (ax, dx):
         a.grid(alpha=0.3)
-        a.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
