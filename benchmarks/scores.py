@@ -117,6 +117,7 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
             r = json.loads(path.read_text())
             if r["label"] == label:
                 runs.setdefault(name, {})[r["seed"]] = r | {"label": name}
+    runs = dict(sorted(runs.items()))  # labels in order: M=0, M=1, ... or dydiff, td3bc
     metrics = {  # per run: the last evaluation, and the mean of the last five
         "final": lambda r: r["final_score"],
         "last5": lambda r: float(np.mean([s for _, s in r["curve"][-5:]])),
