@@ -80,7 +80,7 @@ def plot_curves(runs: dict[str, dict[int, dict]], baseline: str, path: Path, tit
         n = min(len(r["curve"]) for r in by_seed.values())
         x = np.array([u for u, _ in next(iter(by_seed.values()))["curve"][:n]])
         y = np.array([[s for _, s in r["curve"][:n]] for r in by_seed.values()])
-        ax.plot(x, y.mean(0), label=f"{label} ({len(y)} seeds)")
+        (line,) = ax.plot(x, y.mean(0), label=f"{label} ({len(y)} seeds)")
         if len(y) > 1:
             std = y.std(0, ddof=1)
             ax.fill_between(x, y.mean(0) - std, y.mean(0) + std, alpha=0.2)
@@ -90,8 +90,9 @@ def plot_curves(runs: dict[str, dict[int, dict]], baseline: str, path: Path, tit
                                                            runs[baseline][s]["curve"][:n])]
                           for s in paired])  # fmt: skip
             band = np.array([bootstrap_interval(col, n=2_000) for col in d.T])
-            dx.plot(x, d.mean(0), label=f"{label} - {baseline} ({len(paired)} seeds)")
-            dx.fill_between(x, band[:, 0], band[:, 1], alpha=0.2)
+            c = line.get_color()  # the label's colour in both panels
+            dx.plot(x, d.mean(0), color=c, label=f"{label} - {baseline} ({len(paired)} seeds)")
+            dx.fill_between(x, band[:, 0], band[:, 1], color=c, alpha=0.2)
     ax.set(xlabel="updates", ylabel="normalised score", title=title)
     dx.axhline(0, color="k", lw=0.8)
     dx.set(xlabel="updates", ylabel="score difference", title="paired difference, 95% bootstrap")
