@@ -1771,8 +1771,9 @@ def test_critic_study_q_against_the_true_discounted_return(tmp_path, monkeypatch
     dataset = P.load_or_generate("umaze", 20_000, ref_episodes=2, log=lambda m: None)
     cfg = D.Config()
     agent = D.TD3BC(4, 2, D.Normalizer(4), cfg)
-    for net, bias in ((agent.actor[0], 0.0), (agent.q1, 3.0)):
-        nn.init.zeros_(net[-1].weight), nn.init.constant_(net[-1].bias, bias)
+    for net, bias in ((agent.actor[0], 0.0), (agent.q1, 3.0)):  # pi(s) = tanh(0), Q1 = 3
+        nn.init.zeros_(net[-1].weight)
+        nn.init.constant_(net[-1].bias, bias)
     weights, config = agent.state_dict(), dataclasses.asdict(cfg)
     env = T.make_eval_env(dataset)
     start = env.reset(seed=10_000)[0]["observation"][:2]
