@@ -73,6 +73,7 @@ def goal_of(dataset) -> np.ndarray:
     return goal
 
 
+@torch.no_grad()
 def q_against_return(weights: dict, cfg: dict, dataset, goal, episodes=50, steps=600) -> dict:
     """Mean Q1(s0, pi(s0)) and mean discounted return from the evaluation episodes' start states."""
     config = dydiff.Config(**cfg | {"unet_dim_mults": tuple(cfg["unet_dim_mults"]), "device": "cpu"})
@@ -81,13 +82,11 @@ def q_against_return(weights: dict, cfg: dict, dataset, goal, episodes=50, steps
     env, q, ret = T.make_eval_env(dataset), [], []
     for k in range(episodes):
         state = env.reset(seed=10_000 + k)[0]["observation"]
-        with torch.no_grad():
-            s = agent.state_norm(torch.as_tensor(state, dtype=torch.float32)[None])
-            q.append(agent.q1(torch.cat([s, agent.actor(s)], -1)).item())
+        s = agent.state_norm(torch.as_tensor(state, dtype=torch.float32)[None])
+        q.append(agent.q1(torch.cat([s, agent.actor(s)], -1)).item())
         ret.append(0.0)
         for t in range(steps):  # past the time limit: the critic values the continuing task
-            with torch.no_grad():
-                action = agent.act(torch.as_tensor(state, dtype=torch.float32)[None])[0].numpy()
+            action = agent.act(torch.as_tensor(state, dtype=torch.float32)[None])[0].numpy()
             state = env.step(action)[0]["observation"]
             ret[-1] += config.gamma**t * float(np.linalg.norm(state[:2] - goal) <= 0.45)
     env.close()

@@ -106,16 +106,23 @@ def plot_curves(runs: dict[str, dict[int, dict]], baseline: str, path: Path, tit
     plt.close(fig)
 
 
+def results_dir(group: str, env: str) -> Path:
+    """results/<group>/<env>/: one JSON per run (collect)."""
+    return ROOT / "results" / group / env.replace("/", "_")
+
+
+def read_runs(group: str, env: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results_dir(group, env).glob("*.json"))]
+
+
 def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = ()) -> dict:
     runs: dict[str, dict[int, dict]] = {}
-    for path in sorted((ROOT / "results" / group / env.replace("/", "_")).glob("*.json")):
-        r = json.loads(path.read_text())
+    for r in read_runs(group, env):
         runs.setdefault(r["label"], {})[r["seed"]] = r
     for spec in with_runs:  # "scores/dydiff=M=2": the runs labelled dydiff in results/scores/
         source, name = spec.split("=", 1)
         other, label = source.split("/")
-        for path in sorted((ROOT / "results" / other / env.replace("/", "_")).glob("*.json")):
-            r = json.loads(path.read_text())
+        for r in read_runs(other, env):
             if r["label"] == label:
                 runs.setdefault(name, {})[r["seed"]] = r | {"label": name}
     runs = dict(sorted(runs.items()))  # labels in order: M=0, M=1, ... or dydiff, td3bc
@@ -192,8 +199,8 @@ def main() -> None:
             label = args.label or algo
             out = Path("runs") / args.group / args.env.replace("/", "_") / f"{label}_seed{seed}"
             run_dir = run_one(args.env, algo, seed, args.threads, extra, out)
-            folder = ROOT / "results" / args.group / args.env.replace("/", "_")
-            collect(run_dir, folder / f"{label}_seed{seed}.json", label)  # written as it ends
+            dest = results_dir(args.group, args.env) / f"{label}_seed{seed}.json"
+            collect(run_dir, dest, label)  # written as it ends
 
         with ThreadPoolExecutor(args.parallel) as pool:
             list(pool.map(job, [(a, s) for a in args.algos for s in args.seeds]))
