@@ -10,8 +10,9 @@ trains on a mix of real and synthetic transitions.
 
 Sections, in the order of the algorithm: 1. Config  2. Data  3. Diffusion model (MLP and temporal
 U-Net denoisers, DDPM with inpainting)  4. Dynamics ensemble and reward model  5. TD3+BC
-6. DyDiff rollout (policy injection, reward filtering)  7. Training (pretraining, the RL loop).
-Departures from the authors' code are listed once, in README.md; a comment marks each place.
+6. DyDiff rollout (policy injection, reward filtering)  7. Training (pretraining, the RL loop)
+8. Checking a Config. Departures from the authors' code are listed once, numbered, in README.md;
+a comment "departure N" marks each place.
 Depends on torch and numpy only: environments, datasets and files live in train_offline.py.
 """
 
@@ -35,8 +36,8 @@ class Config:
     # --- the run
     updates: int = 100_000  # TD3+BC gradient updates
     eval_every: int = 2_500  # updates between evaluations
-    # --- DyDiff rollouts
-    horizon: int = 32  # H: steps per synthetic trajectory (and DM window length)
+    # --- DyDiff rollouts (departure 4: sizes for a CPU; "authors:" gives theirs)
+    horizon: int = 32  # H: steps per synthetic trajectory and DM window length (authors: 100)
     iterations: int = 2  # M: policy-injection rounds (2 in every published config)
     rollout_batch_size: int = 1024  # trajectories synthesised per round (authors: 2048)
     rollout_every: int = 1_000  # updates between synthesis rounds (authors: 500)
@@ -62,7 +63,7 @@ class Config:
     n_elites: int = 5  # members used for prediction, lowest holdout MSE
     dynamics_hidden: int = 200  # width of the 4 hidden layers
     reward_hidden: int = 256  # width of the reward model's 2 hidden layers
-    model_lr: float = 1e-3  # Adam learning rate for dynamics and reward models
+    model_lr: float = 1e-3  # Adam rate, dynamics and reward models (departure 6; authors 1e-4)
     model_batch_size: int = 256  # batch per member
     model_epoch_steps: int = 500  # gradient steps between holdout checks ("epoch")
     model_max_epochs: int = 20  # upper bound on epochs
@@ -78,42 +79,6 @@ class Config:
     noise_clip: float = 0.5  # ...clipped at this
     policy_freq: int = 2  # actor and target update every policy_freq critic updates
     alpha: float = 2.5  # weight of the Q term against behaviour cloning
-
-    def validate(self) -> None:
-        """Raise ValueError, one line, for the first setting outside its meaning."""
-
-        def check(ok: bool, name: str, rule: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {rule}, got {getattr(self, name)!r}")
-
-        counts = """updates eval_every horizon rollout_batch_size rollout_every synthetic_capacity
-            n_diffusion_steps mlp_width mlp_blocks unet_dim dm_steps dm_batch_size n_members
-            n_elites dynamics_hidden reward_hidden model_batch_size model_epoch_steps
-            model_max_epochs model_patience max_holdout batch_size policy_freq"""
-        for name in counts.split():
-            check(getattr(self, name) >= 1, name, "positive")
-        for name in ("lr", "dm_lr", "model_lr", "temperature"):
-            check(getattr(self, name) > 0, name, "> 0")
-        for name in ("iterations", "policy_noise", "noise_clip", "alpha"):
-            check(getattr(self, name) >= 0, name, ">= 0")
-        for name in ("gamma", "ema_decay"):  # a discount or decay of 1 never forgets
-            check(0 <= getattr(self, name) < 1, name, "in [0, 1)")
-        for name in ("keep_ratio", "tau"):
-            check(0 < getattr(self, name) <= 1, name, "in (0, 1]")
-        check(0 <= self.real_ratio <= 1, "real_ratio", "in [0, 1]")
-        check(0 < self.holdout_ratio < 1, "holdout_ratio", "in (0, 1)")
-        check(self.horizon >= 2, "horizon", "at least 2")
-        check(self.n_elites <= self.n_members, "n_elites", f"at most n_members={self.n_members}")
-        check(self.filter in ("hardmax", "softmax"), "filter", "'hardmax' or 'softmax'")
-        check(self.denoiser in ("mlp", "unet"), "denoiser", "'mlp' or 'unet'")
-        check(self.predict_epsilon in (True, False), "predict_epsilon", "True or False")
-        mults = self.unet_dim_mults
-        ok = isinstance(mults, tuple) and all(isinstance(m, int) and m >= 1 for m in mults)
-        check(ok, "unet_dim_mults", "a tuple of positive integers")
-        if self.denoiser == "unet":  # GroupNorm(8), and each level halves the horizon
-            check(self.unet_dim % 8 == 0, "unet_dim", "a multiple of 8")
-            down = 2 ** (len(self.unet_dim_mults) - 1)
-            check(self.horizon % down == 0, "horizon", f"divisible by {down} for this U-Net")
 
 
 # ---- 2. Data --------------------------------------------------------------------------------------
@@ -177,7 +142,8 @@ class ReplayBuffer:
 
 def sample_mixed(real: ReplayBuffer, synthetic: ReplayBuffer, n: int, real_ratio: float):
     """A batch with real_ratio real rows and the rest synthetic; all real until the synthetic
-    buffer holds at least one batch worth of rows (the authors' warm-up rule)."""
+    buffer holds at least one batch worth of rows (departure 8: the authors' warm-up ends at the
+    synthetic share of one batch, 102 rows)."""
     if synthetic.size < n or real_ratio == 1:
         return real.sample(n)
     n_real = round(n * real_ratio)
@@ -187,8 +153,8 @@ def sample_mixed(real: ReplayBuffer, synthetic: ReplayBuffer, n: int, real_ratio
 
 def window_starts(episode_ids: np.ndarray, horizon: int) -> np.ndarray:
     """Start rows of every window of `horizon` consecutive rows inside one episode (stride 1): rows
-    i and i + horizon - 1 share an episode id. Episodes shorter than the horizon give none (the
-    authors pad them). Windows are gathered per batch, never materialised (1M x 32 rows: 0.8 GB)."""
+    i and i + horizon - 1 share an episode id. Episodes shorter than the horizon give none
+    (departure 5: the authors pad them). Windows are gathered per batch, never materialised."""
     ids = np.asarray(episode_ids)
     if len(ids) < horizon:
         return np.zeros(0, dtype=np.int64)
@@ -212,23 +178,20 @@ class SinusoidalEmbedding(nn.Module):
 
 class MLPDenoiser(nn.Module):
     """Residual MLP over the flattened window [B, H*D]; our default, ~5x faster than the U-Net on a
-    CPU (README). The authors use the U-Net below."""
+    CPU (departure 2). The authors use the U-Net below."""
 
     def __init__(self, horizon: int, transition_dim: int, width: int = 512, n_blocks: int = 4):
         super().__init__()
+        w, d = width, horizon * transition_dim
         self.time_mlp = nn.Sequential(
-            SinusoidalEmbedding(128), nn.Linear(128, width), nn.Mish(), nn.Linear(width, width)
+            SinusoidalEmbedding(128), nn.Linear(128, w), nn.Mish(), nn.Linear(w, w)
         )
-        self.inp = nn.Linear(horizon * transition_dim, width)
+        self.inp = nn.Linear(d, w)
         self.blocks = nn.ModuleList(
-            nn.Sequential(
-                nn.LayerNorm(width), nn.Linear(width, width), nn.Mish(), nn.Linear(width, width)
-            )
+            nn.Sequential(nn.LayerNorm(w), nn.Linear(w, w), nn.Mish(), nn.Linear(w, w))
             for _ in range(n_blocks)
         )
-        self.out = nn.Sequential(
-            nn.LayerNorm(width), nn.Mish(), nn.Linear(width, horizon * transition_dim)
-        )
+        self.out = nn.Sequential(nn.LayerNorm(w), nn.Mish(), nn.Linear(w, d))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x: [B, H, D], t: [B] -> [B, H, D]."""
@@ -288,12 +251,11 @@ class TemporalUnet(nn.Module):
         self.mid2 = ResidualTemporalBlock(dims[-1], dims[-1], dim)
         for cin, cout in reversed(in_out[1:]):  # back up; the skip connection doubles the input
             up = nn.ConvTranspose1d(cin, cin, 4, stride=2, padding=1)
-            blocks = [
-                ResidualTemporalBlock(2 * cout, cin, dim),
-                ResidualTemporalBlock(cin, cin, dim),
-            ]
+            blocks = [ResidualTemporalBlock(2 * cout, cin, dim)]
+            blocks.append(ResidualTemporalBlock(cin, cin, dim))
             self.ups.append(nn.ModuleList([*blocks, up]))
-        self.final = nn.Sequential(Conv1dBlock(dim, dim), nn.Conv1d(dim, transition_dim, 1))
+        out = dims[1]  # channels of the first level, where the way up ends
+        self.final = nn.Sequential(Conv1dBlock(out, out), nn.Conv1d(out, transition_dim, 1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """x: [B, H, D], t: [B] -> [B, H, D]."""
@@ -322,11 +284,11 @@ def cosine_betas(n_steps: int, s: float = 0.008) -> torch.Tensor:
 class GaussianDiffusion(nn.Module):
     """DDPM over windows x: [B, H, D] in [-1, 1], conditioned by inpainting.
 
-    The authors use EDM with a stochastic Heun sampler (34 steps); this project uses DDPM with a
-    cosine schedule and few ancestral steps so sampling is cheap on a CPU. Conditioning follows their
-    code: a boolean mask [H, D] marks fixed entries (row 0's state; every action), and those entries
-    are overwritten with their values on the noisy input during training and after every sampling
-    step, so the model learns p(s_1..s_{H-1} | s_0, a_0..a_{H-1}).
+    Departure 1: the authors use EDM with a stochastic Heun sampler (34 steps); this project uses
+    DDPM with a cosine schedule and few ancestral steps, so sampling is cheap on a CPU.
+    Conditioning follows their code: a boolean mask [H, D] marks fixed entries (row 0's state;
+    every action), and those entries are overwritten with their values on the noisy input during
+    training and after every sampling step, so the model learns p(s_1..s_{H-1} | s_0, a_0..a_{H-1}).
     """
 
     def __init__(
@@ -362,7 +324,7 @@ class GaussianDiffusion(nn.Module):
         xt = torch.where(mask, x0, xt)  # inpainting at training time
         target = noise if self.predict_epsilon else x0
         err = (self.denoiser(xt, t) - target) ** 2
-        return err[:, ~mask].mean()  # fixed entries carry no learning signal
+        return err[:, ~mask].mean()  # fixed entries carry no signal (departure 1: theirs all)
 
     @torch.no_grad()
     def update_ema(self) -> None:
@@ -397,16 +359,7 @@ class GaussianDiffusion(nn.Module):
         values[:, 0, :s_dim] = s0
         values[:, :, s_dim:] = actions
         x = self.sample(self.norm(values), self.condition_mask(s_dim))
-        states = self.norm.unnormalize(x.clamp(-1, 1))[..., :s_dim]
-        states[:, 0] = s0  # exactly s0: normalise-unnormalise may round
-        return states
-
-    def clip_states(self, states: torch.Tensor) -> torch.Tensor:
-        """States [N, H, S] clipped to the data's [min, max] (the limits the DM was fitted on), as
-        the authors' unnormaliser does; row 0 (the real s0) is left as it is."""
-        lo, hi = self.norm.shift - self.norm.scale, self.norm.shift + self.norm.scale
-        s = states.shape[-1]
-        return torch.cat([states[:, :1], states[:, 1:].clamp(lo[:s], hi[:s])], 1)
+        return self.norm.unnormalize(x)[..., :s_dim]
 
 
 def build_diffusion(cfg: Config, state_dim: int, action_dim: int) -> GaussianDiffusion:
@@ -439,18 +392,17 @@ class EnsembleMLP(nn.Sequential):
 
     def __init__(self, n_members: int, d_in: int, d_out: int, hidden: int, n_layers: int, act):
         dims = [d_in] + [hidden] * n_layers
-        layers = []
-        for a, b in zip(dims[:-1], dims[1:]):
-            layers += [EnsembleLinear(n_members, a, b), act()]
-        super().__init__(*layers, EnsembleLinear(n_members, dims[-1], d_out))
+        hidden_layers = [(EnsembleLinear(n_members, a, b), act()) for a, b in zip(dims, dims[1:])]
+        super().__init__(*sum(hidden_layers, ()), EnsembleLinear(n_members, dims[-1], d_out))
         self.n_members = n_members
 
 
 class EnsembleDynamics(nn.Module):
     """Probabilistic ensemble s, a -> N(s' - s; mean, var) (MBPO; OfflineRL-Kit's layout).
 
-    Inputs are z-scored (s, a); the target is the state change. The log-variance is soft-clamped
-    between learnable bounds (initially 0.5 and -10) so it cannot run off during training.
+    Inputs are z-scored (s, a); the target is the state change, in raw units. The log-variance is
+    soft-clamped between learnable bounds (initially 0.5 and -10) so it cannot run off during
+    training. Departure 6: the authors' targets are in z units and their bounds are fixed.
     """
 
     weight_decay = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # per layer, MBPO's values
@@ -529,17 +481,34 @@ def build_reward_model(cfg: Config, state_dim: int, action_dim: int) -> RewardMo
 
 
 # ---- 5. TD3+BC ------------------------------------------------------------------------------------
+class Saved:
+    """state_dict() and load_state_dict() over the attributes named in `saved` (for --resume):
+    those with a state_dict of their own (networks, optimisers, buffers) by it, others as values."""
+
+    def state_dict(self) -> dict:
+        items = ((k, getattr(self, k)) for k in self.saved.split())
+        return {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in items}
+
+    def load_state_dict(self, d: dict) -> None:
+        for k in self.saved.split():
+            if hasattr(getattr(self, k), "load_state_dict"):
+                getattr(self, k).load_state_dict(d[k])
+            else:
+                setattr(self, k, d[k])
+
+
 def mlp(d_in: int, d_out: int, hidden: int = 256) -> nn.Sequential:
     """Two hidden ReLU layers: TD3+BC's actor and critic networks."""
     layers = [nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()]
     return nn.Sequential(*layers, nn.Linear(hidden, d_out))
 
 
-class TD3BC:
+class TD3BC(Saved):
     """TD3+BC (Fujimoto & Gu 2021), canonical and laid out like their code: deterministic tanh
     actor, twin critics, target policy smoothing, delayed actor and target updates, actor loss
     -lambda Q1(s, pi(s)) + ||pi(s) - a||^2 with lambda = alpha / mean|Q1|. States are z-scored
-    with the dataset's statistics; actions are assumed to lie in [-1, 1].
+    with the dataset's statistics; actions are assumed to lie in [-1, 1]. Departure 3: the
+    authors' DyDiff+TD3BC has a tanh-Gaussian actor and halves the critic and BC losses.
     """
 
     def __init__(self, state_dim: int, action_dim: int, state_norm: Normalizer, cfg: Config):
@@ -584,7 +553,7 @@ class TD3BC:
                     online, target = getattr(self, net), getattr(self, f"{net}_target")
                     for p, p_target in zip(online.parameters(), target.parameters()):
                         p_target.lerp_(p, cfg.tau)
-            out["actor_loss"] = actor_loss.detach()
+            out |= {"actor_loss": actor_loss.detach(), "lambda": lmbda}
         return out
 
     @torch.no_grad()
@@ -592,17 +561,7 @@ class TD3BC:
         """Deterministic actions for raw states [..., S]."""
         return self.actor(self.state_norm(states))
 
-    parts = "actor q1 q2 actor_target q1_target q2_target actor_opt critic_opt state_norm".split()
-
-    def state_dict(self) -> dict:
-        return {k: getattr(self, k).state_dict() for k in self.parts} | {
-            "n_updates": self.n_updates
-        }
-
-    def load_state_dict(self, d: dict) -> None:
-        for k in self.parts:
-            getattr(self, k).load_state_dict(d[k])
-        self.n_updates = d["n_updates"]
+    saved = "actor q1 q2 actor_target q1_target q2_target actor_opt critic_opt state_norm n_updates"
 
 
 # ---- 6. DyDiff rollout: policy injection and reward filtering -------------------------------------
@@ -611,10 +570,12 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
     """Policy-consistent trajectories: s0 [N, S] -> states [N, H, S], actions [N, H, A].
 
     Initial rollout with the dynamics ensemble: a_i = pi(s_i), s_{i+1} = f(s_i, a_i). Then
-    M = `iterations` rounds of policy injection: the DM resamples all states with s0 and the current
-    actions inpainted (fresh noise each round), the new states are AVERAGED with the old ones and
-    clipped to the data's range (both as the authors' code does), and every action is recomputed as
-    pi(state) in one batch. So the final actions are exactly pi(final states).
+    M = `iterations` rounds of policy injection, as the authors' code does them: the DM resamples
+    all states with s0 and the current actions inpainted (fresh noise each round), the new states
+    are AVERAGED with the old ones and clipped to the data's range, and every action is recomputed
+    as pi(state) in one batch. So a stored transition (s_i, a_i, s_{i+1}) has a_i = pi(s_i), but
+    s_{i+1} was sampled under the PREVIOUS round's actions and averaged with another path (an
+    average of two paths is no path: it can cut a wall's corner): it is not a simulator step.
     """
     states = [s0]
     actions = []
@@ -624,9 +585,18 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
     actions.append(policy(states[-1]))
     states, actions = torch.stack(states, 1), torch.stack(actions, 1)
     for _ in range(iterations):
-        states = diffusion.clip_states((states + diffusion.sample_states(s0, actions)) / 2)
+        average = (states + diffusion.sample_states(s0, actions)) / 2
+        states = clip_to_data(average, s0, diffusion.norm)
         actions = policy(states)  # the policy acts on every row of every trajectory at once
     return states, actions
+
+
+def clip_to_data(states: torch.Tensor, s0: torch.Tensor, norm: Normalizer) -> torch.Tensor:
+    """Injected states [N, H, S] inside the data's [min, max] (the limits the DM was fitted on),
+    as the authors' unnormaliser leaves them, with row 0 exactly the real s0."""
+    n_s = states.shape[-1]
+    lo, hi = (norm.shift - norm.scale)[:n_s], (norm.shift + norm.scale)[:n_s]
+    return torch.cat([s0[:, None], states[:, 1:].clamp(lo, hi)], 1)
 
 
 def filter_trajectories(
@@ -637,7 +607,7 @@ def filter_trajectories(
     softmax(z / T) (1 - eps) + eps / N, z the standardised return, eps = 1e-6. At T = 0.05 only the
     few best are above the floor eps / N; the rest is then drawn almost uniformly (see README)."""
     k = max(1, round(keep_ratio * len(returns)))
-    if mode == "hardmax":
+    if mode == "hardmax":  # exactly k (departure 7: theirs keeps ties at the quantile too)
         return returns.topk(k).indices
     z = (returns - returns.mean()) / (returns.std(unbiased=False) + 1e-6)
     p = torch.softmax(z / temperature, 0) * (1 - 1e-6) + 1e-6 / len(z)
@@ -649,7 +619,7 @@ def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, termi
     """One synthesis round: rollout, rewards, terminals, filtering. Returns the kept transitions
     {"states": [T, S], ...} and statistics. A trajectory gives H - 1 transitions (s_i, a_i,
     r(s_i, a_i), s_{i+1}, done_i); steps after its first terminal are dropped and not counted in
-    its return."""
+    its return (departure 7: the authors rank by the reward of all H rows, terminals ignored)."""
     states, actions = dydiff_rollout(s0, policy, dynamics, diffusion, cfg.horizon, cfg.iterations)
     s, a, s2 = states[:, :-1], actions[:, :-1], states[:, 1:]
     rewards = reward_model.predict(s, a)  # [N, H-1]
@@ -681,7 +651,7 @@ def fit_with_holdout(
     holdout_ratio of the rows (at most max_holdout) are held out; each member trains on its own
     bootstrap resample; after every epoch of model_epoch_steps, training stops once model_patience
     epochs bring no 1% gain in mean holdout MSE, and the best weights return (MBPO keeps one
-    snapshot per member). Returns the holdout MSE per member, [E]."""
+    snapshot per member: departure 6). Returns the holdout MSE per member, [E]."""
     n_members = model.net.n_members
     perm = torch.randperm(len(x), device=x.device)
     n_hold = min(int(len(x) * cfg.holdout_ratio), cfg.max_holdout)
@@ -689,9 +659,10 @@ def fit_with_holdout(
         raise ValueError(f"{len(x)} rows are too few for a holdout set")
     hold, train = perm[:n_hold], perm[n_hold:]
     x_hold, y_hold = x[hold].expand(n_members, -1, -1), y[hold].expand(n_members, -1, -1)
-    boot = train[torch.randint(len(train), (n_members, len(train)), device=x.device)]
-    if n_members == 1:
-        boot = train[None]  # a single model sees the training rows as they are
+    if n_members == 1:  # a single model (the reward model) sees the training rows as they are
+        boot = train[None]
+    else:  # each member its own bootstrap resample
+        boot = train[torch.randint(len(train), (n_members, len(train)), device=x.device)]
     opt = torch.optim.Adam(model.parameters(), lr=cfg.model_lr)
     best, best_state, bad = math.inf, copy.deepcopy(model.state_dict()), 0
     for epoch in range(cfg.model_max_epochs):
@@ -719,26 +690,27 @@ def fit_with_holdout(
 
 
 def train_dynamics(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
-    """Fit the ensemble on (s, a) -> s' - s; elites are the members with the lowest holdout MSE."""
+    """The dynamics ensemble fitted on (s, a) -> s' - s; elites: the lowest holdout MSE."""
     sa, delta, _ = _inputs(data, cfg.device)
     model = build_dynamics(cfg, delta.shape[1], sa.shape[1] - delta.shape[1])
     model.input_norm.fit_zscore(sa)
     errors = fit_with_holdout(model, sa, delta, cfg, log)
     model.elites.copy_(errors.argsort()[: cfg.n_elites])
-    return model, errors
+    return model
 
 
 def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
-    """Fit r(s, a) with MSE on the dataset's rewards."""
+    """The reward model r(s, a) fitted with MSE on the dataset's rewards."""
     sa, _, r = _inputs(data, cfg.device)
     s_dim = data["observations"].shape[1]
     model = build_reward_model(cfg, s_dim, sa.shape[1] - s_dim)
     model.input_norm.fit_zscore(sa)
-    return model, fit_with_holdout(model, sa, r, cfg, log)
+    fit_with_holdout(model, sa, r, cfg, log)
+    return model
 
 
 def train_diffusion(data: dict, cfg: Config, log: Callable | None = None, log_every: int = 100):
-    """Train the DM on every H-step window of [state, action] rows inside an episode."""
+    """The DM trained on every H-step window of [state, action] rows inside an episode."""
     s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
     rows = np.concatenate([data["observations"], data["actions"]], 1)
     rows = torch.as_tensor(rows, dtype=torch.float32, device=cfg.device)
@@ -771,7 +743,7 @@ def check_finite(value: float, what: str) -> None:
         raise FloatingPointError(f"the {what} became {value}")
 
 
-class DyDiffTrainer:
+class DyDiffTrainer(Saved):
     """The DyDiff+TD3BC loop (without models: plain TD3+BC). Every rollout_every updates, from the
     first, synthesise() turns rollout_batch_size real start states into filtered synthetic
     transitions in a FIFO buffer; every batch mixes real and synthetic rows by real_ratio."""
@@ -836,11 +808,43 @@ class DyDiffTrainer:
                 out[name] = self.agent.q1(torch.cat([s, self.agent.actor(s)], -1)).mean().item()
         return out
 
-    def state_dict(self) -> dict:
-        return {"agent": self.agent.state_dict(), "synthetic": self.synthetic.state_dict(),
-                "updates": self.updates, "last_rollout": self.last_rollout}  # fmt: skip
+    saved = "agent synthetic updates last_rollout"  # the models and the real data do not change
 
-    def load_state_dict(self, d: dict) -> None:
-        self.agent.load_state_dict(d["agent"])
-        self.synthetic.load_state_dict(d["synthetic"])
-        self.updates, self.last_rollout = d["updates"], d["last_rollout"]
+
+# ---- 8. Checking a Config -------------------------------------------------------------------------
+def validate(cfg: Config) -> None:
+    """Raise ValueError, one line, for the first setting of cfg outside its meaning."""
+
+    def check(ok: bool, name: str, rule: str) -> None:
+        if not ok:
+            raise ValueError(f"{name} must be {rule}, got {getattr(cfg, name)!r}")
+
+    counts = """updates eval_every horizon rollout_batch_size rollout_every synthetic_capacity
+        n_diffusion_steps mlp_width mlp_blocks unet_dim dm_steps dm_batch_size n_members n_elites
+        dynamics_hidden reward_hidden model_batch_size model_epoch_steps model_max_epochs
+        model_patience max_holdout batch_size policy_freq"""
+    for name in counts.split():
+        check(getattr(cfg, name) >= 1, name, "positive")
+    for name in ("lr", "dm_lr", "model_lr", "temperature"):
+        check(getattr(cfg, name) > 0, name, "> 0")
+    for name in ("iterations", "policy_noise", "noise_clip", "alpha"):
+        check(getattr(cfg, name) >= 0, name, ">= 0")
+    for name in ("gamma", "ema_decay"):  # a discount or decay of 1 never forgets
+        check(0 <= getattr(cfg, name) < 1, name, "in [0, 1)")
+    for name in ("keep_ratio", "tau"):
+        check(0 < getattr(cfg, name) <= 1, name, "in (0, 1]")
+    check(0 <= cfg.real_ratio <= 1, "real_ratio", "in [0, 1]")
+    check(0 < cfg.holdout_ratio < 1, "holdout_ratio", "in (0, 1)")
+    check(cfg.horizon >= 2, "horizon", "at least 2")
+    check(cfg.n_elites <= cfg.n_members, "n_elites", f"at most n_members={cfg.n_members}")
+    check(cfg.filter in ("hardmax", "softmax"), "filter", "'hardmax' or 'softmax'")
+    check(cfg.denoiser in ("mlp", "unet"), "denoiser", "'mlp' or 'unet'")
+    check(cfg.predict_epsilon in (True, False), "predict_epsilon", "True or False")
+    mults = cfg.unet_dim_mults
+    ok = isinstance(mults, tuple) and len(mults) > 0
+    ok = ok and all(isinstance(m, int) and m >= 1 for m in mults)
+    check(ok, "unet_dim_mults", "a non-empty tuple of positive integers")
+    if cfg.denoiser == "unet":  # GroupNorm(8), and each level halves the horizon
+        check(cfg.unet_dim % 8 == 0, "unet_dim", "a multiple of 8")
+        down = 2 ** (len(cfg.unet_dim_mults) - 1)
+        check(cfg.horizon % down == 0, "horizon", f"divisible by {down} for this U-Net")

@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 import textwrap
@@ -77,7 +78,7 @@ def tiny_cfg(**kw) -> D.Config:
     )
     base.update(kw)
     cfg = D.Config(**base)
-    cfg.validate()
+    D.validate(cfg)
     return cfg
 
 
@@ -186,16 +187,26 @@ def test_samples_are_inpainted(kind, predict_epsilon):
 
 
 @pytest.mark.parametrize("denoiser", ["mlp", "unet"])
-def test_sample_states_keeps_s0_exactly(denoiser):
+def test_injected_states_keep_s0_exactly(denoiser):
+    """Normalise-unnormalise rounds s0 in the DM's sample; clip_to_data puts the real s0 back."""
     cfg = tiny_cfg(denoiser=denoiser)
     dm = D.build_diffusion(cfg, S_DIM, A_DIM)
     dm.norm.fit_limits(torch.randn(200, S_DIM + A_DIM) * 3 + 1)
     s0 = torch.randn(10, S_DIM) * 3 + 1 + 1e-3 * torch.rand(10, S_DIM)  # awkward floats
     actions = torch.rand(10, cfg.horizon, A_DIM) * 2 - 1
-    states = dm.sample_states(s0, actions)
-    assert states.shape == (10, cfg.horizon, S_DIM)
-    assert torch.equal(states[:, 0], s0)
-    assert torch.isfinite(states).all()
+    sampled = dm.sample_states(s0, actions)
+    assert sampled.shape == (10, cfg.horizon, S_DIM) and torch.isfinite(sampled).all()
+    assert torch.allclose(sampled[:, 0], s0, atol=1e-4)  # inpainted, up to rounding
+    assert torch.equal(D.clip_to_data(sampled, s0, dm.norm)[:, 0], s0)
+
+
+def test_unet_builds_any_channel_multipliers():
+    """The final block takes the first level's channels, dim * mults[0], not always dim."""
+    for mults in ((2, 4), (1,), (3, 1, 2)):
+        cfg = tiny_cfg(denoiser="unet", unet_dim_mults=mults, horizon=8)
+        net = D.build_diffusion(cfg, S_DIM, A_DIM).denoiser
+        x = torch.randn(5, 8, S_DIM + A_DIM)
+        assert net(x, torch.zeros(5, dtype=torch.long)).shape == x.shape
 
 
 def test_condition_mask_fixes_first_state_and_all_actions():
@@ -259,8 +270,14 @@ def fitted_dynamics():
         model_max_epochs=4,
         model_lr=3e-3,
     )
-    model, errors = D.train_dynamics(data, cfg)
-    return data, cfg, model, errors
+    errors = []  # the holdout errors train_dynamics chose the elites by
+    fit = D.fit_with_holdout
+    D.fit_with_holdout = lambda *args: errors.append(fit(*args)) or errors[-1]
+    try:
+        model = D.train_dynamics(data, cfg)
+    finally:
+        D.fit_with_holdout = fit
+    return data, cfg, model, errors[0]
 
 
 def test_dynamics_fits_linear_system(fitted_dynamics):
@@ -287,7 +304,7 @@ def test_elites_are_lowest_holdout_errors(fitted_dynamics, monkeypatch):
     fake = torch.tensor([0.3, 0.1, 0.5, 0.2, 0.05])
     monkeypatch.setattr(D, "fit_with_holdout", lambda *a, **k: fake.clone())
     cfg5 = tiny_cfg(n_members=5, n_elites=3)
-    model5, _ = D.train_dynamics(linear_data(n_episodes=2, ep_len=10), cfg5)
+    model5 = D.train_dynamics(linear_data(n_episodes=2, ep_len=10), cfg5)
     assert sorted(model5.elites.tolist()) == [1, 3, 4]
 
 
@@ -366,6 +383,36 @@ def test_td3bc_without_q_term_imitates_data():
     _, actions, _ = train_td3bc(alpha=0.0)
     assert abs(actions.mean()) < 0.15, actions.mean()  # data mean 0 (the Q term drives it to ~0.9)
     assert actions.abs().max() < 0.45
+
+
+def test_each_departure_in_the_readme_is_marked_in_the_code():
+    """The README numbers the departures from the authors' code; a "departure N" comment marks
+    each in the code, and no comment calls one of ours "the authors'"."""
+    readme = (HERE / "README.md").read_text()
+    section = readme.split("### Departures from the authors' code")[1].split("\n#")[0]
+    numbers = [int(n) for n in re.findall(r"^(\d+)\. \*\*", section, re.M)]
+    assert numbers == list(range(1, len(numbers) + 1)) and len(numbers) >= 8
+    code = (HERE / "dydiff.py").read_text() + (HERE / "train_offline.py").read_text()
+    assert [n for n in numbers if not re.search(rf"departure {n}\b", code, re.I)] == []
+    assert "the authors' warm-up" not in code.replace("departure 8: the authors' warm-up", "")
+
+
+def test_lambda_is_the_q_weight_and_is_logged():
+    """lambda = alpha / mean|Q1(s, pi(s))| at each actor step: in the losses, doubling with alpha
+    (the critic updates before it do not depend on alpha), and in the metrics of both algorithms."""
+    data = linear_data(n_episodes=4, ep_len=20)
+    out = {}
+    for alpha in (2.5, 5.0):
+        torch.manual_seed(0)
+        trainer = D.DyDiffTrainer(tiny_cfg(alpha=alpha), data)
+        batch = trainer.real.sample(32)
+        trainer.agent.update(batch)  # critic only
+        out[alpha] = trainer.agent.update(batch)["lambda"].item()  # the first actor step
+    assert out[2.5] > 0 and out[5.0] == pytest.approx(2 * out[2.5], rel=1e-6)
+    logs = []
+    trainer.train(4, log=lambda u, m: logs.append(m), log_every=2)
+    assert all(np.isfinite(m["lambda"]) for m in logs) and len(logs) == 2
+    assert any("lambda" in m for _, m in short_run(0)[0])  # DyDiff (with models) logs it too
 
 
 def test_td3bc_delayed_actor_and_target_updates():
@@ -454,7 +501,7 @@ def test_rollout_averages_diffusion_states(rollout_parts):
     torch.manual_seed(5)
     states0, actions0 = D.dydiff_rollout(s0, policy, dyn, dm, cfg.horizon, 0)
     sampled = dm.sample_states(s0, actions0)
-    expected = dm.clip_states((states0 + sampled) / 2)
+    expected = D.clip_to_data((states0 + sampled) / 2, s0, dm.norm)
     assert torch.allclose(states, expected, atol=1e-6)
     assert torch.equal(actions, policy(states))
     assert not torch.allclose(states, states0)  # the DM did change the states
@@ -535,7 +582,7 @@ def test_softmax_is_the_authors_floored_filter():
 
 @pytest.mark.filterwarnings("ignore:std\\(\\):UserWarning")
 def test_softmax_filter_single_trajectory():
-    """rollout_batch_size=1 is accepted by Config.validate, so the softmax filter must cope."""
+    """rollout_batch_size=1 is accepted by dydiff.validate, so the softmax filter must cope."""
     idx = D.filter_trajectories(torch.tensor([2.0]), 0.6, "softmax", 0.05)
     assert idx.tolist() == [0]
 
@@ -716,13 +763,13 @@ def test_normalizers_round_trip():
 
 
 # ------------------------------------------------------------------------------------------------
-# Config.validate
+# dydiff.validate: every Config setting checked
 # ------------------------------------------------------------------------------------------------
 
 
 def test_default_config_is_valid():
-    D.Config().validate()
-    D.Config(denoiser="unet").validate()
+    D.validate(D.Config())
+    D.validate(D.Config(denoiser="unet"))
 
 
 @pytest.mark.parametrize(
@@ -753,13 +800,14 @@ def test_default_config_is_valid():
         (dict(n_elites=8, n_members=7), "n_elites must be at most n_members=7"),
         (dict(filter="topk"), "filter must be 'hardmax' or 'softmax'"),
         (dict(denoiser="transformer"), "denoiser must be 'mlp' or 'unet'"),
-        (dict(unet_dim_mults=(1, 0)), "unet_dim_mults must be a tuple of positive integers"),
-        (dict(unet_dim_mults=4), "unet_dim_mults must be a tuple of positive integers"),
+        (dict(unet_dim_mults=(1, 0)), "unet_dim_mults must be a non-empty tuple of positive"),
+        (dict(unet_dim_mults=4), "unet_dim_mults must be a non-empty tuple of positive integers"),
+        (dict(unet_dim_mults=()), "unet_dim_mults must be a non-empty tuple of positive integers"),
     ],
 )
 def test_config_validate_rejects(changes, message):
     with pytest.raises(ValueError) as e:
-        D.Config(**changes).validate()
+        D.validate(D.Config(**changes))
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -771,7 +819,7 @@ def test_every_number_in_config_is_checked(name):
     """No numeric setting takes nonsense silently: a NaN and a negative value are both refused."""
     for bad in (float("nan"), -1):
         with pytest.raises(ValueError, match=name):
-            D.Config(**{name: bad}).validate()
+            D.validate(D.Config(**{name: bad}))
 
 
 @pytest.mark.parametrize(
@@ -787,7 +835,7 @@ def test_every_number_in_config_is_checked(name):
     ],
 )
 def test_config_validate_accepts_edges(changes):
-    D.Config(**changes).validate()
+    D.validate(D.Config(**changes))
 
 
 def test_empty_holdout_is_an_error_not_an_untrained_model():
@@ -819,8 +867,8 @@ def short_run(seed: int):
         model_max_epochs=1,
     )
     models = {
-        "dynamics": D.train_dynamics(data, cfg)[0],
-        "reward": D.train_reward_model(data, cfg)[0],
+        "dynamics": D.train_dynamics(data, cfg),
+        "reward": D.train_reward_model(data, cfg),
         "diffusion": D.train_diffusion(data, cfg),
     }
     trainer = D.DyDiffTrainer(cfg, data, models, terminal_fn=lambda s: s[:, 0].abs() > 1.5)
@@ -878,7 +926,7 @@ for name in BLOCKED:
         raise SystemExit(f"the blocker did not block {name}")
 import dydiff
 assert not any(m.split(".")[0] in BLOCKED for m in sys.modules)
-dydiff.Config().validate()
+dydiff.validate(dydiff.Config())
 print("ok")
 """
     res = subprocess.run(
@@ -1497,7 +1545,7 @@ def test_two_runs_at_once_share_data_and_models(workdir, tmp_path):
         ),
         (["--env", "mujoco/hopper"], "unknown env 'mujoco/hopper'"),
         (["--env", "../victim-v0"], "unknown env '../victim-v0'"),
-        (["--dataset-size", "5"], "--dataset-size must be at least horizon=8"),
+        (["--dataset-size", "5"], "--dataset-size must be in [horizon=8, 10,000,000]"),
         (["--eval-episodes", "-1"], "--eval-episodes must be in [1, 2^32)"),
         (["--horizon", "400"], "no episode is at least 400 steps long"),
         (["--device", "cuda:7"], "--device cuda:7"),
@@ -1506,7 +1554,8 @@ def test_two_runs_at_once_share_data_and_models(workdir, tmp_path):
         (["--predict-epsilon", "maybe"], "argument --predict-epsilon: invalid literal_eval value"),
         (["--unet-dim-mults", "1,x"], "argument --unet-dim-mults: invalid literal_eval value"),
         (["--updates", "1.5"], "argument --updates: invalid int value: '1.5'"),
-        (["--unet-dim-mults", "4"], "unet_dim_mults must be a tuple of positive integers"),
+        (["--unet-dim-mults", "4"], "unet_dim_mults must be a non-empty tuple of positive"),
+        (["--dataset-size", "4000000000"], "--dataset-size must be in [horizon=8, 10,000,000]"),
     ],
 )
 def test_bad_input_gets_one_line_and_writes_nothing(workdir, capsys, argv, message):
@@ -1617,6 +1666,70 @@ def test_corrupt_checkpoint_is_one_line(workdir, capsys, tmp_path):
     assert "no checkpoint.pt of this version" in err and "Traceback" not in err
 
 
+def test_a_run_names_its_model_files_and_resume_loads_exactly_those(workdir, capsys):
+    """summary.json and the checkpoint name the model files; --resume (and every reader of runs)
+    loads those, and says in one line when one is gone instead of training another."""
+    argv = ("--smoke", "--seed", "24", "--updates", "20", "--eval-every", "10")
+    assert run_main(workdir, *argv, cache="cache_files") == 0
+    (run,) = run_dirs(workdir, "dydiff__24")
+    files = json.loads((run / "summary.json").read_text())["model_files"]
+    assert set(files) == {"dynamics", "reward", "diffusion"}
+    assert all(Path(f).is_file() and Path(f).parent.parent == workdir / "cache_files"
+               for f in files.values())  # fmt: skip
+    assert T.read_run(run)["models"] == files
+    capsys.readouterr()
+    assert run_main(workdir, "--resume", str(run)) == 0  # a finished run: nothing left to do
+    out = capsys.readouterr().out
+    assert "model: trained" not in out and "model: loaded" not in out  # the run's own files
+    Path(files["diffusion"]).unlink()
+    assert run_main(workdir, "--resume", str(run)) == 1
+    err = capsys.readouterr().err
+    assert f"the diffusion model this run used, {files['diffusion']}, is gone" in err
+    assert "Traceback" not in err and not Path(files["diffusion"]).exists()  # none trained
+
+
+def test_resume_a_run_older_than_a_config_field_or_missing_a_part(workdir, capsys):
+    """A student adds a Config field, then resumes an older run: the field takes its default and
+    the run says so. A checkpoint that loads but lacks a part is one line, not a KeyError."""
+    argv = ("--smoke", "--algo", "td3bc", "--seed", "22", "--updates", "20", "--eval-every", "10")
+    assert run_main(workdir, *argv) == 0
+    (run,) = run_dirs(workdir, "td3bc__22")
+    ckpt = torch.load(run / "checkpoint.pt", weights_only=False)
+    del ckpt["args"]["temperature"]  # the run predates the field
+    torch.save(ckpt, run / "checkpoint.pt")
+    capsys.readouterr()
+    assert run_main(workdir, "--resume", str(run)) == 0
+    assert "the run predates --temperature: default used" in capsys.readouterr().out
+    del ckpt["trainer"]["synthetic"]
+    torch.save(ckpt, run / "checkpoint.pt")
+    assert run_main(workdir, "--resume", str(run)) == 1
+    err = capsys.readouterr().err
+    assert "the checkpoint does not fit this code (KeyError" in err and "Traceback" not in err
+
+
+def test_real_ratio_one_trains_and_loads_no_model(workdir, capsys):
+    """All-real batches never use a synthetic row: no model is trained, loaded or recorded."""
+    argv = ("--smoke", "--seed", "23", "--real-ratio", "1", "--updates", "20", "--eval-every", "10")
+    assert run_main(workdir, *argv, cache="cache_real") == 0
+    out = capsys.readouterr().out
+    assert "--real-ratio 1: every batch is real data, so no model is trained or used" in out
+    assert "model:" not in out and not (workdir / "cache_real" / "models").exists()
+    (run,) = run_dirs(workdir, "dydiff__23")
+    assert json.loads((run / "summary.json").read_text())["model_files"] == {}
+
+
+def test_observations_it_cannot_read_are_one_line(workdir, capsys, monkeypatch):
+    """A Minari id whose observations are dicts (but not one of the three mazes) is refused in
+    one line before any model is trained; here the maze data under a non-maze task."""
+    argv = ("--smoke", "--algo", "td3bc", "--updates", "10", "--eval-every", "10")
+    assert run_main(workdir, *argv) == 0  # makes the smoke maze set
+    monkeypatch.setattr(T, "resolve_task", lambda name: T.Task("local/pointmaze/umaze-20000steps-v2"))
+    capsys.readouterr()
+    assert run_main(workdir, "--env", "some/dict-obs-v0", *argv) == 1
+    err = capsys.readouterr().err
+    assert "observations Dict(" in err and "are not flat vectors" in err and "Traceback" not in err
+
+
 def test_nan_loss_stops_naming_the_phase(workdir, capsys, monkeypatch):
     monkeypatch.setattr(
         D.TD3BC, "update", lambda self, b: {"critic_loss": torch.tensor(float("nan"))}
@@ -1696,7 +1809,8 @@ def test_each_injection_round_extends_the_previous_one():
     for m in (1, 2):
         torch.manual_seed(3)
         states, actions = D.dydiff_rollout(s0, policy, dynamics, dm, cfg.horizon, m - 1)
-        one_more = dm.clip_states((states + dm.sample_states(s0, actions)) / 2)  # RNG continues
+        average = (states + dm.sample_states(s0, actions)) / 2  # RNG continues
+        one_more = D.clip_to_data(average, s0, dm.norm)
         assert torch.equal(results[m][0], one_more)
         assert not torch.equal(results[m][0], results[m - 1][0])  # each round changes the states
     rounds = RE.injection_rounds(s0, policy, {"dynamics": dynamics, "diffusion": dm}, 8, 2, 3)
@@ -1719,12 +1833,16 @@ def run_script(tmp_path, *argv):
 
 
 def test_rollout_error_smoke_end_to_end(tmp_path):
-    """Both policies (a fresh TD3+BC agent stands in for a trained run): per-step errors of every
-    method, the simulator never inside a wall, both pictures, and no absolute path in the JSON."""
+    """Both policies (a fresh agent stands in for a trained TD3+BC run, which has no models: they
+    are pretrained with its settings): per-step errors of every method, the simulator never inside
+    a wall, both pictures, and no absolute path in the JSON."""
     cfg = D.Config()
     agent = D.TD3BC(4, 2, D.Normalizer(4), cfg)
     (tmp_path / "run").mkdir()
-    checkpoint = {"args": {"env": "maze2d-umaze"}, "trainer": {"agent": agent.state_dict()}}
+    tiny = "--n-members 3 --n-elites 2 --dynamics-hidden 32 --reward-hidden 32 --mlp-blocks 1"
+    settings = vars(T.parse_args(["--algo", "td3bc", "--smoke", *tiny.split()]))
+    checkpoint = {"args": settings, "trainer": {"agent": agent.state_dict()}, "rng": None,
+                  "rows": [], "times": {}, "models": {}}  # fmt: skip
     torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
     # the data without its slow reference scores; Config flags pass through to the driver
     with pytest.MonkeyPatch.context() as mp:
@@ -1732,7 +1850,6 @@ def test_rollout_error_smoke_end_to_end(tmp_path):
         P.load_or_generate("umaze", 20_000, ref_episodes=2, log=lambda m: None)
     out, run_dir = tmp_path / "out", str(tmp_path / "run")
     argv = ["--smoke", "--out", str(out), "--cache", str(tmp_path / "cache"), "--threads", "1"]
-    tiny = "--n-members 3 --n-elites 2 --dynamics-hidden 32 --reward-hidden 32 --mlp-blocks 1"
     result = run_script(tmp_path, *argv, *tiny.split(), "--policy-run", run_dir)
     assert result.returncode == 0, result.stderr[-2000:]
     text = (out / "rollout_error_smoke.json").read_text()
@@ -1764,9 +1881,15 @@ CS = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(CS)
 
 
+def reward_around(goal):
+    """maze_reward's sparse rule against another goal."""
+    return lambda xy, env: (np.linalg.norm(xy - goal, axis=-1) <= 0.45).astype(np.float32)
+
+
 def test_critic_study_q_against_the_true_discounted_return(tmp_path, monkeypatch):
     """A still policy (actor output 0) started on the goal collects gamma^t every step; one started
-    far from it nothing. The critic's value at the start state is read, not trained."""
+    far from it nothing. The critic's value at the start state is read, not trained. The reward is
+    pointmaze_dataset.maze_reward (here around the test's goal); episode 0 is reset at EVAL_SEED."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
     dataset = P.load_or_generate("umaze", 20_000, ref_episodes=2, log=lambda m: None)
     cfg = D.Config()
@@ -1774,15 +1897,16 @@ def test_critic_study_q_against_the_true_discounted_return(tmp_path, monkeypatch
     for net, bias in ((agent.actor[0], 0.0), (agent.q1, 3.0)):  # pi(s) = tanh(0), Q1 = 3
         nn.init.zeros_(net[-1].weight)
         nn.init.constant_(net[-1].bias, bias)
-    weights, config = agent.state_dict(), dataclasses.asdict(cfg)
     env = T.make_eval_env(dataset)
-    start = env.reset(seed=10_000)[0]["observation"][:2]
-    env.close()
-    on_goal = CS.q_against_return(weights, config, dataset, start, episodes=1, steps=20)
+    start = env.reset(seed=T.EVAL_SEED)[0]["observation"][:2]
+    monkeypatch.setattr(P, "maze_reward", reward_around(start))
+    on_goal = CS.q_against_return(agent, env, cfg.gamma, episodes=1, steps=20)
     assert on_goal["q_start"] == pytest.approx(3.0)
     assert on_goal["return_start"] == pytest.approx((1 - 0.99**20) / 0.01, rel=1e-6)
-    far = CS.q_against_return(weights, config, dataset, start + 10, episodes=1, steps=20)
+    monkeypatch.setattr(P, "maze_reward", reward_around(start + 10))
+    far = CS.q_against_return(agent, env, cfg.gamma, episodes=1, steps=20)
     assert far["return_start"] == 0.0
+    env.close()
 
 
 spec = importlib.util.spec_from_file_location("scores", HERE / "benchmarks/scores.py")
@@ -1802,7 +1926,8 @@ def test_paired_bootstrap_interval():
 
 def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch):
     """results/<group>/<env>/*.json -> mean, SAMPLE std, mean of the last five evaluations, and the
-    paired difference over the seeds both algorithms have; run folders stored relative to the repo."""
+    paired difference over the seeds both algorithms have; run folders stored relative to the repo;
+    the minutes of the RL phase alone (not the data's)."""
     monkeypatch.setattr(SC, "ROOT", tmp_path)
     folder = tmp_path / "results" / "g" / "maze2d-umaze"
     for algo, finals in (("td3bc", [10.0, 20.0, 30.0]), ("dydiff", [15.0, 26.0, 30.0, 99.0])):
@@ -1811,7 +1936,8 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
             run.mkdir(parents=True)
             (run / "summary.json").write_text(
                 json.dumps(
-                    {"algo": algo, "seed": seed, "final_score": final, "phase_seconds": {"rl": 60}}
+                    {"algo": algo, "seed": seed, "final_score": final,
+                     "phase_seconds": {"data": 600, "rl": 60}}  # fmt: skip
                 )
             )
             curve = [(u, final - 6 + u) for u in range(1, 7)]  # last five: final - 4 ... final
@@ -1821,6 +1947,7 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
     table = SC.aggregate("maze2d-umaze", "g", "td3bc")
     assert table["td3bc"]["final_std"] == pytest.approx(10.0)  # ddof=1 (population std: 8.16)
     assert table["td3bc"]["last5_mean"] == pytest.approx(18.0)
+    assert table["td3bc"]["rl_minutes_per_run"] == 1.0  # 60 s of RL; the data's 600 s left out
     diff = table["dydiff"]["final_minus_td3bc"]
     assert diff["seeds"] == [0, 1, 2] and diff["mean"] == pytest.approx(11 / 3)  # seed 3 unpaired
     record = json.loads((folder / "dydiff_seed0.json").read_text())
@@ -1833,10 +1960,146 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
     assert not (tmp_path / "results" / "empty" / "maze2d-umaze").exists()
 
 
+def test_scores_refuses_the_flags_it_sets_itself(monkeypatch, capsys):
+    """--out, --resume, --seed and --algo (also abbreviated or with "=") would put a run where
+    scores.py does not collect it, or give it another seed or algo than its table says: one line,
+    exit 2, no run started. So do a flag train_offline.py does not know and --label for 2 algos."""
+    started = []
+    monkeypatch.setattr(SC, "run_one", lambda *a: started.append(a))
+    cases = {("--out", "x"): "--out", ("--out=x",): "--out", ("--ou", "x"): "--out",
+             ("--resume", "r"): "--resume", ("--seed", "3"): "--seed",
+             ("--algo", "td3bc"): "--algo", ("--bogus",): "unrecognized arguments: --bogus",
+             ("--label", "x"): "--label names"}  # fmt: skip
+    for argv, start in cases.items():
+        with pytest.raises(SystemExit) as e:
+            SC.main(["--seeds", "0", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith(f"error: {start}") and err.count("\n") == 1
+    assert started == []
+
+
+def test_scores_collects_the_run_folder_its_run_added(tmp_path, monkeypatch):
+    """The run folder is the one folder the run added to its --out (scores.py's --out comes last,
+    so it wins), even when an older run there looks newer by date; no new folder is an error,
+    never another run's folder."""
+    monkeypatch.setattr(SC, "ROOT", tmp_path)
+    out = Path("runs") / "g" / "maze2d-umaze" / "td3bc_seed0"
+    older = tmp_path / out / "maze2d-umaze__td3bc__0__0101-0000_old"
+    older.mkdir(parents=True)
+    made = []
+
+    def train(cmd, cwd, **kw):  # train_offline.py: a new folder in the last --out given
+        last = max(i for i, word in enumerate(cmd) if word == "--out")
+        made.append(Path(cwd) / cmd[last + 1] / f"maze2d-umaze__td3bc__0__0101-0001_{len(made)}")
+        made[-1].mkdir()
+        os.utime(older, (time.time() + 60,) * 2)  # the older folder: the newest date
+        return types.SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(SC, "subprocess", types.SimpleNamespace(run=train))
+    assert SC.run_one("maze2d-umaze", "td3bc", 0, 1, ["--smoke"], out) == made[0]
+    assert SC.run_one("maze2d-umaze", "td3bc", 0, 1, ["--smoke"], out) == made[1]
+    nothing = lambda cmd, cwd, **kw: types.SimpleNamespace(returncode=0)  # noqa: E731
+    monkeypatch.setattr(SC, "subprocess", types.SimpleNamespace(run=nothing))
+    with pytest.raises(RuntimeError, match="expected one new run folder, found 0"):
+        SC.run_one("maze2d-umaze", "td3bc", 0, 1, [], out)
+
+
+spec = importlib.util.spec_from_file_location("speed", HERE / "benchmarks/speed.py")
+SP = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(SP)
+
+
+def test_speed_refuses_negative_threads_and_its_yardstick_is_in_the_repository():
+    """A fresh clone has everything speed.py runs; --threads -1 is one line, exit 2."""
+    assert SP.PLAIN.is_file() and SP.PLAIN.resolve().is_relative_to(HERE)
+    cmd = [sys.executable, "benchmarks/speed.py", "--threads", "-1"]
+    result = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: --threads must be >= 0"]
+
+
+def test_speed_reads_the_phase_times_of_several_runs(tmp_path, capsys):
+    """Each finished run by its folder's name, its --threads and its phase times; --run-dir takes
+    several folders and can be given again; an unfinished one is one line, exit 2, before any
+    measuring."""
+    runs = []
+    for name, threads in (("default", 0), ("shared_a", 1), ("shared_b", 1)):
+        (run := tmp_path / name).mkdir()
+        (run / "config.json").write_text(json.dumps({"args": {"threads": threads}}))
+        (run / "summary.json").write_text(json.dumps({"phase_seconds": {"rl": 60 + threads}}))
+        runs.append(run)
+    assert SP.finished_runs(runs) == [
+        {"run": "default", "threads": 0, "phase_seconds": {"rl": 60}},
+        {"run": "shared_a", "threads": 1, "phase_seconds": {"rl": 61}},
+        {"run": "shared_b", "threads": 1, "phase_seconds": {"rl": 61}},
+    ]
+    with pytest.raises(SystemExit) as e:
+        SP.main(["--run-dir", *map(str, runs), "--run-dir", str(tmp_path / "unfinished")])
+    assert e.value.code == 2
+    assert capsys.readouterr().err == (f"error: --run-dir {tmp_path / 'unfinished'}: no finished "
+                                       "run there (summary.json, config.json)\n")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dydiff_run(workdir):
+    """A smoke DyDiff run of 10 updates whose models are in a cache folder of its own."""
+    argv = ("--smoke", "--seed", "21", "--updates", "10", "--eval-every", "10")
+    assert run_main(workdir, *argv, cache="cache_run21") == 0
+    (run,) = run_dirs(workdir, "dydiff__21")
+    return run
+
+
+def test_rollout_error_rolls_out_a_dydiff_run_with_its_own_models(dydiff_run, tmp_path):
+    """--policy-run of a DyDiff run: the run's settings (smoke: H = 8) and the very model files it
+    used, none pretrained again (another --cache stays without models); a flag other than the
+    run's is refused; once the files are gone, one line says so instead of retraining."""
+    files = json.loads((dydiff_run / "summary.json").read_text())["model_files"]
+    assert sorted(files) == ["diffusion", "dynamics", "reward"]
+    argv = ["--policy-run", str(dydiff_run), "--out", str(tmp_path), "--threads", "1",
+            "--cache", str(tmp_path / "cache")]  # fmt: skip
+    RE.main(argv)
+    assert not (tmp_path / "cache" / "models").exists()
+    record = json.loads((tmp_path / "rollout_error_smoke.json").read_text())
+    assert record["horizon"] == 8 and RE.TRAINED in record["per_method"]
+    for flag in (["--horizon", "16"], ["--env", "maze2d-medium"]):
+        with pytest.raises(SystemExit) as e:
+            RE.main([*argv, *flag])
+        message = f"error: --policy-run takes every setting from the run: drop {flag[0]}"
+        assert e.value.code == message
+    for path in files.values():
+        Path(path).unlink()
+    with pytest.raises(SystemExit) as e:
+        RE.main(argv)
+    assert e.value.code == f"error: the dynamics model this run used, {files['dynamics']}, is gone"
+
+
+def test_critic_study_reads_a_run_through_the_driver(dydiff_run, tmp_path, monkeypatch):
+    """study() of a smoke DyDiff run: its checkpoint through read_run (an older one: a UserError),
+    its data through load_data, the true reward of its synthetic rows and of the simulator by
+    pointmaze_dataset.maze_reward (here 1 everywhere)."""
+    short = CS.q_against_return
+    few = lambda agent, env, gamma: short(agent, env, gamma, episodes=1, steps=5)  # noqa: E731
+    monkeypatch.setattr(CS, "q_against_return", few)
+    monkeypatch.setattr(P, "maze_reward", lambda xy, env: np.ones(xy.shape[:-1], np.float32))
+    row = CS.study(dydiff_run)
+    assert (row["algo"], row["seed"]) == ("dydiff", 21) and row["reward_true_mean"] == 1.0
+    assert row["return_start"] == pytest.approx((1 - 0.99**5) / 0.01)
+    old = tmp_path / dydiff_run.name
+    old.mkdir()
+    ckpt = torch.load(dydiff_run / "checkpoint.pt", weights_only=False)
+    del ckpt["models"]  # as the runs saved it before they recorded their model files
+    torch.save(ckpt, old / "checkpoint.pt")
+    (old / "config.json").write_bytes((dydiff_run / "config.json").read_bytes())
+    with pytest.raises(T.UserError, match="no checkpoint.pt of this version"):
+        CS.study(old)
+
+
 def test_model_code_reaches_only_what_the_model_uses():
     """The diffusion model's key covers the denoisers and DDPM, not TD3+BC or the rollout; a
     string like "mlp" in the code does not pull in the function mlp()."""
-    diffusion, dynamics = T.code_of([D.train_diffusion]), T.code_of([D.train_dynamics])
+    from scripts.files import code_of
+
+    diffusion, dynamics = code_of([D.train_diffusion]), code_of([D.train_dynamics])
     assert {"MLPDenoiser", "TemporalUnet", "GaussianDiffusion", "window_starts"} <= set(diffusion)
     assert not {"TD3BC", "mlp", "dydiff_rollout", "EnsembleDynamics"} & set(diffusion)
     assert {"EnsembleDynamics", "fit_with_holdout", "EnsembleMLP"} <= set(dynamics)
@@ -1848,7 +2111,8 @@ def test_models_trained_with_other_threads_are_not_reused(workdir, capsys):
     argv = ("--smoke", "--seed", "15", "--updates", "10", "--eval-every", "10")
     assert run_main(workdir, *argv, "--threads", "1", cache="cache_threads") == 0
     assert run_main(workdir, *argv, "--threads", "2", cache="cache_threads") == 0
-    assert capsys.readouterr().out.count("diffusion model: trained") == 2
+    out = capsys.readouterr().out
+    assert out.count("diffusion model: trained") == 2 and "1threads.pt has other threads" in out
     torch.set_num_threads(1)
 
 

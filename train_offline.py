@@ -25,7 +25,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -38,6 +37,7 @@ from tqdm import tqdm
 
 import dydiff
 from scripts import pointmaze_dataset as pointmaze  # also registers the PointMaze envs
+from scripts.files import atomic_write, file_lock, fingerprint, read_cached
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -108,8 +108,8 @@ def dataset_to_arrays(dataset: minari.MinariDataset, task: Task) -> dict[str, np
     states are (x, y, vx, vy); the data's goal changes every episode but the state has no goal and
     evaluation one, so maze rewards are relabelled against the eval goal cell's centre with
     PointMaze's rule, which evaluation sums: 1[||xy' - goal|| <= 0.45] of the NEXT position (dense:
-    exp(-distance)); D4RL used the current one, radius 0.5, and goal-arrival terminals. Here
-    terminals = terminations (truncations are time-outs)."""
+    exp(-distance)); departure 9: D4RL used the current one, radius 0.5, and goal-arrival
+    terminals. Here terminals = terminations (truncations are time-outs)."""
     eps = list(dataset.iterate_episodes())
     obs = [np.asarray(e.observations["observation"] if task.maze else e.observations) for e in eps]
     data = {
@@ -123,10 +123,7 @@ def dataset_to_arrays(dataset: minari.MinariDataset, task: Task) -> dict[str, np
     data["episode_ids"] = np.repeat(np.arange(len(eps)), [len(e.rewards) for e in eps])
     if task.maze:
         env = make_eval_env(dataset)
-        (goal,) = env.unwrapped.maze.unique_goal_locations  # the eval env has one goal cell
-        dist = np.linalg.norm(data["next_observations"][:, :2] - goal, axis=1)
-        dense = env.unwrapped.reward_type == "dense"
-        data["rewards"] = (np.exp(-dist) if dense else dist <= 0.45).astype(np.float32)
+        data["rewards"] = pointmaze.maze_reward(data["next_observations"][:, :2], env)
         env.close()
     return data
 
@@ -135,10 +132,13 @@ def load_data(task: Task, args, log=print) -> tuple[dict, str, minari.MinariData
     """The dataset, its arrays (cached as .npz under a key of the dataset's files and the code that
     reads them) and a hash of their content. Runs needing the same data take turns."""
     n_steps = args.dataset_size or (20_000 if args.smoke and task.maze else None)
-    with pointmaze.file_lock(Path(args.cache) / f"{task.dataset_id.replace('/', '_')}.lock"):
+    with file_lock(Path(args.cache) / f"{task.dataset_id.replace('/', '_')}.lock"):
         for again in (False, True):  # again: regenerate a local set that could not be read
             dataset = load_dataset(task, n_steps, log, regenerate=again)
             name = dataset.spec.dataset_id
+            if not task.maze and len(getattr(dataset.observation_space, "shape", None) or ()) != 1:
+                raise UserError(f"{name}: observations {dataset.observation_space} are not flat "
+                                f"vectors (of dict observations only the 3 PointMaze mazes)")  # fmt: skip
             files = [(p.name, p.stat().st_size, p.stat().st_mtime_ns)
                      for p in sorted(Path(get_dataset_path(name)).rglob("*"))]  # fmt: skip
             key = fingerprint([dataset_to_arrays], None, name, files)
@@ -170,6 +170,9 @@ def termination_fn(task: Task):
 
 
 # ---- Evaluation ----------------------------------------------------------------------------------
+EVAL_SEED = 10_000  # episode k of every evaluation is reset with EVAL_SEED + k
+
+
 def make_eval_env(dataset: minari.MinariDataset):  # mazes: one goal cell, Minari's time limit
     return pointmaze.make_env(dataset.recover_environment(eval_env=True))
 
@@ -194,6 +197,8 @@ def evaluate(policy, dataset: minari.MinariDataset, n_episodes: int, seed: int) 
 
 
 # ---- Command line: fixed flags plus one flag per dydiff.Config field ------------------------------
+MAX_DATASET_SIZE = 10_000_000  # maze steps --dataset-size may ask for
+THREADS = max(1, (os.cpu_count() or 2) // 2)  # half the cores: two runs share a machine (README)
 SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, rollout_every=100,
              dm_steps=50, mlp_width=64, model_epoch_steps=20, model_max_epochs=2, unet_dim=8)  # fmt: skip
 
@@ -206,7 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="seed of the RL phase")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the pretrained models")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=THREADS, help="torch CPU threads (0: all cores)")
     p.add_argument("--dataset-size", type=int, help="generate a maze dataset of this many steps")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation (default: task's)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes to check an install")
@@ -237,13 +242,16 @@ def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
     cfg = dydiff.Config(device=auto if args.device == "auto" else args.device, **values)
     try:
         torch.empty(0, device=cfg.device)
-        cfg.validate()
+        dydiff.validate(cfg)
     except (RuntimeError, AssertionError) as e:  # no such device here
         raise UserError(f"--device {cfg.device}: {str(e).splitlines()[0]}") from None
     except ValueError as e:
         raise UserError(f"invalid setting: {e}") from None
-    if args.dataset_size is not None and args.dataset_size < cfg.horizon:
-        raise UserError(f"invalid setting: --dataset-size must be at least horizon={cfg.horizon}")
+    if args.dataset_size is not None and not cfg.horizon <= args.dataset_size <= MAX_DATASET_SIZE:
+        raise UserError(
+            f"invalid setting: --dataset-size must be in [horizon={cfg.horizon}, "
+            f"{MAX_DATASET_SIZE:,}] (10x the official sets)"
+        )
     for folder in (args.out, args.cache):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -253,75 +261,30 @@ def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
     return cfg
 
 
-# ---- Files: atomic writes and cache keys that cannot go stale -------------------------------------
-def atomic_write(path: Path, write) -> None:
-    """write(tmp), then rename: a crash never leaves a half-written file where a good one was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def read_cached(path: Path, read, log=print):
-    """read(path), or None when it is missing or corrupt (then the caller rebuilds it)."""
-    try:
-        return read(path) if path.exists() else None
-    except Exception as e:  # truncated, not ours, an older format...
-        log(f"{path} is corrupt ({type(e).__name__}); rebuilding it")  # and return None
-
-
-def fingerprint(code: list, cfg: dydiff.Config | None, *extra) -> str:
-    """A hash of the code of `code` and of all our code it names, transitively (syntax trees: comments
-    and layout do not count), of the Config fields that code reads and of extra (data, seeds...): a
-    cached artefact is reused only if the same code, settings and data made it."""
-    trees = code_of(code)
-    used = {n.attr for t in trees.values() for n in ast.walk(t) if isinstance(n, ast.Attribute)}
-    settings = {k: v for k, v in dataclasses.asdict(cfg).items() if k in used} if cfg else {}
-    code = sorted((k, ast.dump(t)) for k, t in trees.items())
-    return hashlib.sha1(json.dumps([code, settings, extra], default=str).encode()).hexdigest()[:12]
-
-
-def code_of(objs: list) -> dict:
-    """Syntax trees of objs and of every function or class of dydiff.py or this file they name."""
-    trees, todo = {}, list(objs)
-    while todo:
-        if (obj := todo.pop()).__qualname__ in trees:
-            continue
-        trees[obj.__qualname__] = tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
-        modules = sys.modules[obj.__module__], dydiff
-        for node in ast.walk(tree):
-            name = str(getattr(node, "id", None) or getattr(node, "attr", None))  # x, or a.x
-            for ref in (getattr(m, name, None) for m in modules):
-                ours = getattr(ref, "__module__", None) in (dydiff.__name__, __name__)
-                if ours and callable(ref) and ref is not dydiff.Config:  # Config counts by value
-                    todo.append(ref)
-    return trees
-
-
 # ---- Pretraining: dynamics ensemble, reward model, diffusion model --------------------------------
-def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict) -> tuple[dict, list]:
-    """Each model loaded from cache/models/ if the same code, data, settings and --model-seed made
-    it, else trained and cached (one run trains, others wait). Returns models and their curves."""
-    s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-    models, curves = {}, []
-    for name, fit, build in (("dynamics", dydiff.train_dynamics, dydiff.build_dynamics),
-                             ("reward", dydiff.train_reward_model, dydiff.build_reward_model),
-                             ("diffusion", dydiff.train_diffusion, dydiff.build_diffusion)):  # fmt: skip
+MODELS = {  # name: (training function, builder of an untrained model of the same shape)
+    "dynamics": (dydiff.train_dynamics, dydiff.build_dynamics),
+    "reward": (dydiff.train_reward_model, dydiff.build_reward_model),
+    "diffusion": (dydiff.train_diffusion, dydiff.build_diffusion),
+}
+
+
+def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict):
+    """Each model loaded from cache/models/ if the same code, data, settings, --model-seed and
+    number of threads made it, else trained and cached (one run trains, others wait). Returns the
+    models, their training curves and the files they are in. (Threads change float sums.)"""
+    models, curves, files = {}, [], {}
+    for name, (fit, _) in MODELS.items():
         start, curve = time.time(), []
-        extra = data_key, args.model_seed, torch.get_num_threads(), torch.__version__
-        key = fingerprint([fit], cfg, *extra)
-        path = Path(args.cache, "models", f"{name}__{key}.pt")
-        with pointmaze.file_lock(path.with_suffix(".lock")):
-            saved = read_cached(path, lambda p: torch.load(p, map_location=cfg.device))
-            if saved is not None:
-                models[name] = build(cfg, s_dim, a_dim)
-                models[name].load_state_dict(saved["state"])
-                curve = saved["curve"]
+        key = fingerprint([fit], cfg, data_key, args.model_seed, torch.__version__)
+        path = Path(args.cache, "models", f"{name}__{key}__{torch.get_num_threads()}threads.pt")
+        with file_lock(path.with_suffix(".lock")):
+            if saved := load_model(name, path, cfg, data):
+                models[name], curve = saved
                 print(f"{name} model: loaded from {path}")
             else:
+                if other := [p.name for p in path.parent.glob(f"{name}__{key}__*threads.pt")]:
+                    print(f"{name} model: {', '.join(other)} has other threads: training anew")
                 torch.manual_seed(args.model_seed)  # each model its own random stream
                 total = cfg.dm_steps if name == "diffusion" else cfg.model_max_epochs
                 with tqdm(total=total, desc=f"{name} model") as bar:
@@ -332,34 +295,67 @@ def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict) -
                         curve.append({"update": step, "phase": name} | metrics)
 
                     try:
-                        model = fit(data, cfg, log)
+                        models[name] = fit(data, cfg, log)
                     except ValueError as e:  # settings that do not fit the data
                         raise UserError(f"{name} model: {e}") from None
-                models[name] = model[0] if isinstance(model, tuple) else model
                 state = {"state": models[name].state_dict(), "curve": curve}
                 atomic_write(path, lambda tmp: torch.save(state, tmp))
                 print(f"{name} model: trained, saved to {path}")
                 times[name] = time.time() - start
         curves += curve
-    return models, curves
+        files[name] = str(path)
+    return models, curves, files
+
+
+def load_model(name: str, path, cfg: dydiff.Config, data: dict):
+    """(model, training curve) from a file of pretrain's, or None if it is missing or corrupt."""
+    saved = read_cached(Path(path), lambda p: torch.load(p, map_location=cfg.device))
+    if saved is None:
+        return None
+    model = MODELS[name][1](cfg, data["observations"].shape[1], data["actions"].shape[1])
+    model.load_state_dict(saved["state"])
+    return model, saved["curve"]
+
+
+def read_run(run_dir) -> dict:
+    """The checkpoint of a run folder, for --resume and the benchmarks: args (a setting added to
+    the code since the run took its default; ["defaulted"] names them), trainer, rng, rows, times
+    and the model files it used. Anything missing or unreadable is a UserError."""
+    load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
+    ckpt = read_cached(Path(run_dir, "checkpoint.pt"), load, log=lambda m: None)
+    parts = {"args", "trainer", "rng", "rows", "times", "models"}
+    if not isinstance(ckpt, dict) or parts - set(ckpt):
+        raise UserError(f"{run_dir}: no checkpoint.pt of this version there")
+    defaults = vars(parse_args([]))
+    ckpt["defaulted"] = [k for k in defaults if k not in ckpt["args"]]
+    ckpt["args"] = defaults | ckpt["args"]
+    return ckpt
+
+
+def run_models(ckpt: dict, cfg: dydiff.Config, data: dict) -> dict | None:
+    """The very models a run used (the files its checkpoint names), or None for TD3+BC."""
+    models = {}
+    for name, path in ckpt["models"].items():
+        if (saved := load_model(name, path, cfg, data)) is None:
+            raise UserError(f"the {name} model this run used, {path}, is gone")
+        models[name] = saved[0]
+    return models or None
 
 
 # ---- The run ---------------------------------------------------------------------------------------
 def train(args: argparse.Namespace) -> None:
     ckpt = None
     if args.resume:  # every setting comes from the checkpoint (the device may change)
-        load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
-        ckpt = read_cached(Path(args.resume, "checkpoint.pt"), load, log=lambda m: None)
-        if not isinstance(ckpt, dict) or "args" not in ckpt:
-            raise UserError(f"--resume {args.resume}: no checkpoint.pt of this version there")
+        ckpt = read_run(args.resume)
         defaults, ignored = vars(parse_args([])), ("resume", "device", "out", "cache")
         if given := [k for k, v in vars(args).items() if v != defaults[k] and k not in ignored]:
             flag = "--" + given[0].replace("_", "-")
             raise UserError(f"--resume takes every setting from the checkpoint: drop {flag}")
+        if ckpt["defaulted"]:  # settings added to the code after the run started
+            print(f"resume: the run predates --{', --'.join(ckpt['defaulted'])}: default used")
         device = ckpt["args"]["device"] if args.device == "auto" else args.device
         args = argparse.Namespace(**ckpt["args"] | {"resume": args.resume, "device": device})
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     task = resolve_task(args.env)
     cfg = make_config(args, task)
     times, start = {}, time.time()
@@ -368,11 +364,15 @@ def train(args: argparse.Namespace) -> None:
     print(f"data: {dataset.spec.dataset_id}, {len(data['rewards']):,} transitions")
     if np.abs(data["actions"]).max() > 1:
         raise UserError("actions outside [-1, 1]: TD3+BC here assumes a [-1, 1] action box")
-    models, rows = None, []
-    if args.algo == "dydiff":
+    models, rows, files = None, [], {}
+    if args.algo == "dydiff" and cfg.real_ratio == 1:
+        print("--real-ratio 1: every batch is real data, so no model is trained or used")
+    elif args.algo == "dydiff" and ckpt is None:
         if len(dydiff.window_starts(data["episode_ids"], cfg.horizon)) == 0:
             raise UserError(f"invalid setting: no episode is at least {cfg.horizon} steps long")
-        models, rows = pretrain(data, cfg, args, data_key, times)
+        models, rows, files = pretrain(data, cfg, args, data_key, times)
+    elif ckpt is not None:  # exactly the models the run started with
+        models, files = run_models(ckpt, cfg, data), ckpt["models"]
     name = f"{args.env.replace('/', '_')}__{args.algo}__{args.seed}__{time.strftime('%m%d-%H%M')}_"
     run_dir = Path(args.resume or tempfile.mkdtemp(prefix=name, dir=args.out))  # a new folder
     # The RL phase's random stream depends on --seed alone: with cached or new models, DyDiff and
@@ -380,7 +380,11 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)  # (the RL phase draws from torch's generators only)
     trainer = dydiff.DyDiffTrainer(cfg, data, models, termination_fn(task))
     if ckpt is not None:
-        trainer.load_state_dict(ckpt["trainer"])
+        try:
+            trainer.load_state_dict(ckpt["trainer"])
+        except (KeyError, RuntimeError, ValueError) as e:  # a part missing or of another shape
+            raise UserError(f"--resume {args.resume}: the checkpoint does not fit this code "
+                            f"({type(e).__name__}: {str(e).splitlines()[0]})") from None  # fmt: skip
         torch.set_rng_state(ckpt["rng"]["torch"])
         if ckpt["rng"]["cuda"] is not None:  # every generator the RL phase draws from
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
@@ -401,7 +405,7 @@ def train(args: argparse.Namespace) -> None:
         cuda = torch.cuda.get_rng_state_all() if cfg.device.startswith("cuda") else None
         rng = {"torch": torch.get_rng_state(), "cuda": cuda}
         state = {"args": vars(args), "trainer": trainer.state_dict(), "rng": rng, "rows": rows,
-                 "times": times}  # fmt: skip
+                 "times": times, "models": files}  # fmt: skip
         atomic_write(run_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
 
         def write_csv(tmp: Path) -> None:
@@ -420,7 +424,7 @@ def train(args: argparse.Namespace) -> None:
             checkpoint()
 
     try:
-        trainer.train(cfg.updates, lambda update: evaluate(policy, dataset, n_eval, 10_000), log)
+        trainer.train(cfg.updates, lambda update: evaluate(policy, dataset, n_eval, EVAL_SEED), log)
     except KeyboardInterrupt:  # the checkpoint of the last evaluation stays as it is
         saved = (run_dir / "checkpoint.pt").exists()
         then = f"python train_offline.py --resume {run_dir}" if saved else "no evaluation yet"
@@ -431,10 +435,10 @@ def train(args: argparse.Namespace) -> None:
     finally:
         bar.close()
     times["rl"] = time.time() - start
-    finish(run_dir, args, task, rows, times, trainer, dataset, data)
+    finish(run_dir, args, task, rows, times, trainer, dataset, data, files)
 
 
-def finish(run_dir, args, task, rows, times, trainer, dataset, data) -> None:
+def finish(run_dir, args, task, rows, times, trainer, dataset, data, files) -> None:
     """summary.json, the pictures and a one-screen summary."""
     evals = [r for r in rows if "score" in r]
     scores = [r["score"] for r in evals if np.isfinite(r["score"])]  # NaN: no reference scores
@@ -443,7 +447,7 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data) -> None:
         "updates": trainer.updates, "final_score": scores[-1] if scores else None,
         "best_score": max(scores, default=None), "final_return": evals[-1]["return"],
         "phase_seconds": {k: round(v, 1) for k, v in times.items()}, "smoke": args.smoke,
-        "commit": COMMIT, "command": " ".join(sys.argv),
+        "commit": COMMIT, "command": " ".join(sys.argv), "model_files": files,
     }  # fmt: skip
     text = json.dumps(summary, indent=1)
     atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(text))

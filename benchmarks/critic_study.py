@@ -3,23 +3,23 @@ development seeds; on the final runs this only describes what happened).
 
     python benchmarks/critic_study.py runs/dev/maze2d-umaze/*/maze2d-umaze__*  [--out results/dev]
 
-For each run folder (metrics.csv and checkpoint.pt of train_offline.py) it reports:
+For each run folder (its checkpoint.pt, read by train_offline.read_run, and config.json) it reports:
 - the critic loss: at the first log, its maximum, at the end;
 - the mean Q1(s, pi(s)) on real and on synthetic states at the end (q_real, q_synthetic);
 - the reward model's optimism on the synthetic transitions in the checkpoint's buffer: the mean
-  reward it predicted against the true maze reward of the same transition (1 if the next position
-  is within 0.45 of the evaluation goal), and the share of transitions the model calls rewarding
-  (prediction > 0.5) that are not;
+  reward it predicted against the true reward of the same transition (maze_reward of
+  scripts/pointmaze_dataset.py, the rule of the relabelled data the critic learns from), and the
+  share of transitions the model calls rewarding (prediction > 0.5) that are not;
 - how old the synthetic rows are, in synthesis rounds (FIFO capacity / transitions kept per round);
-- whether the critic over-estimates: at the start states of the 50 evaluation episodes, Q1(s, pi(s))
-  against the discounted return the policy really gets from there in the simulator, with the
-  reward the critic learns (next position within 0.45 of the goal cell's centre), over 600 steps
-  (the time limit ignored; 0.99^600 leaves at most 0.24 of the value out).
-One table on the screen and <out>/critic_study.json.
+- whether the critic over-estimates: at the start states of the evaluation episodes (reset with
+  train_offline.EVAL_SEED + k), Q1(s, pi(s)) against the discounted return of maze_reward the
+  policy really gets from there in the simulator over 600 steps (the time limit ignored; 0.99^600
+  leaves at most 0.24 of the value out).
+The run's data (which dataset, its sizes) comes from train_offline.load_data with the run's own
+settings. One table on the screen and <out>/critic_study.json.
 """
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -31,65 +31,63 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import dydiff  # noqa: E402
 import train_offline as T  # noqa: E402
+from scripts import pointmaze_dataset as pointmaze  # noqa: E402
 
 
 def study(run_dir: Path) -> dict:
-    with open(run_dir / "metrics.csv") as f:
-        rl = [r for r in csv.DictReader(f) if r["phase"] == "rl"]
-    ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=False)
-    args, cfg = ckpt["args"], json.loads((run_dir / "config.json").read_text())["config"]
-    critic = [float(r["critic_loss"]) for r in rl]
+    ckpt = T.read_run(run_dir)
+    args, rl = ckpt["args"], [r for r in ckpt["rows"] if r["phase"] == "rl"]
+    cfg = json.loads((run_dir / "config.json").read_text())["config"]  # the Config the run used
+    cfg |= {"unet_dim_mults": tuple(cfg["unet_dim_mults"]), "device": "cpu"}
+    config = dydiff.Config(**cfg)
+    critic = [r["critic_loss"] for r in rl]
     last = rl[-1]
     out = {
         "run": run_dir.name, "algo": args["algo"], "seed": args["seed"],
-        "critic_loss_first": critic[0], "critic_loss_max": max(critic), "critic_loss_end": critic[-1],
-        "final_score": float(next(r["score"] for r in reversed(rl) if r.get("score"))),
+        "critic_loss_first": critic[0], "critic_loss_max": max(critic),
+        "critic_loss_end": critic[-1],
+        "final_score": float(next(r["score"] for r in reversed(rl) if "score" in r)),
     }  # fmt: skip
     for k in ("q_real", "q_synthetic"):
-        out[k] = float(last[k]) if last.get(k) else None
-    size = args.get("dataset_size") or (20_000 if args["smoke"] else None)
-    dataset = T.load_dataset(T.resolve_task(args["env"]), size, log=lambda m: None)
-    goal = goal_of(dataset)
-    out |= q_against_return(ckpt["trainer"]["agent"], cfg, dataset, goal)
+        out[k] = last.get(k)
+    task = T.resolve_task(args["env"])  # the run's data, as the driver chose it
+    if task.maze is None:
+        raise T.UserError(f"{run_dir}: a run on {args['env']}, not on a maze")
+    data, _, dataset = T.load_data(task, argparse.Namespace(**args), log=lambda m: None)
+    s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
+    agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), config)
+    agent.load_state_dict(ckpt["trainer"]["agent"])
+    env = T.make_eval_env(dataset)
+    out |= q_against_return(agent, env, config.gamma)
     synthetic = ckpt["trainer"]["synthetic"]["data"]
     if len(synthetic["states"]) and args["algo"] == "dydiff":
-        dist = (synthetic["next_states"][:, :2] - torch.as_tensor(goal)).norm(dim=1)
-        true, pred = (dist <= 0.45).float(), synthetic["rewards"][:, 0]
+        true = torch.as_tensor(pointmaze.maze_reward(synthetic["next_states"][:, :2].numpy(), env))
+        pred = synthetic["rewards"][:, 0]
         kept = float(last["kept_transitions"])
         out |= {
             "reward_pred_mean": pred.mean().item(), "reward_true_mean": true.mean().item(),
             "false_reward_share": ((pred > 0.5) & (true < 0.5)).float().sum().item()
             / max(1.0, (pred > 0.5).float().sum().item()),
-            "buffer_age_rounds": cfg["synthetic_capacity"] / max(kept, 1.0),
+            "buffer_age_rounds": config.synthetic_capacity / max(kept, 1.0),
         }  # fmt: skip
+    env.close()
     return out
 
 
-def goal_of(dataset) -> np.ndarray:
-    """The evaluation goal cell's centre of the run's dataset (as the relabelling uses)."""
-    env = T.make_eval_env(dataset)
-    (goal,) = env.unwrapped.maze.unique_goal_locations
-    env.close()
-    return goal
-
-
 @torch.no_grad()
-def q_against_return(weights: dict, cfg: dict, dataset, goal, episodes=50, steps=600) -> dict:
-    """Mean Q1(s0, pi(s0)) and mean discounted return from the evaluation episodes' start states."""
-    config = dydiff.Config(**cfg | {"unet_dim_mults": tuple(cfg["unet_dim_mults"]), "device": "cpu"})
-    agent = dydiff.TD3BC(4, 2, dydiff.Normalizer(4), config)
-    agent.load_state_dict(weights)
-    env, q, ret = T.make_eval_env(dataset), [], []
+def q_against_return(agent: dydiff.TD3BC, env, gamma: float, episodes=50, steps=600) -> dict:
+    """Mean Q1(s0, pi(s0)) and mean discounted return of pointmaze.maze_reward from the start
+    states of the evaluation episodes (episode k reset with EVAL_SEED + k) of the maze env `env`."""
+    q, ret = [], []
     for k in range(episodes):
-        state = env.reset(seed=10_000 + k)[0]["observation"]
+        state = env.reset(seed=T.EVAL_SEED + k)[0]["observation"]
         s = agent.state_norm(torch.as_tensor(state, dtype=torch.float32)[None])
         q.append(agent.q1(torch.cat([s, agent.actor(s)], -1)).item())
         ret.append(0.0)
         for t in range(steps):  # past the time limit: the critic values the continuing task
             action = agent.act(torch.as_tensor(state, dtype=torch.float32)[None])[0].numpy()
             state = env.step(action)[0]["observation"]
-            ret[-1] += config.gamma**t * float(np.linalg.norm(state[:2] - goal) <= 0.45)
-    env.close()
+            ret[-1] += gamma**t * float(pointmaze.maze_reward(state[:2], env))
     return {"q_start": float(np.mean(q)), "return_start": float(np.mean(ret))}
 
 
@@ -99,7 +97,10 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "results" / "dev")
     args = p.parse_args()
     torch.set_num_threads(1)  # it runs beside training runs
-    rows = [study(r) for r in args.runs if (r / "checkpoint.pt").exists()]
+    try:  # runs without a checkpoint yet are left out
+        rows = [study(r) for r in args.runs if (r / "checkpoint.pt").exists()]
+    except T.UserError as e:  # an older or unreadable checkpoint, missing data
+        sys.exit(f"error: {e}")
     keys = [k for k in rows[0] if k != "run"] if rows else []
     print(" | ".join(keys))
     for r in rows:

@@ -8,10 +8,13 @@ steps in the real simulator (the PointMaze state set to x, y, vx, vy), autoregre
 dynamics ensemble (M = 0), and with DyDiff (that rollout, then M policy-injection rounds) for M in
 {1, iterations, 4}. Measured: the per-step MSE against the simulator over the four state dimensions,
 and the share of states inside walls. Policies: the data's expert controller and, with --policy-run,
-the actor of a finished DyDiff or TD3+BC run (its checkpoint.pt). --seed seeds the start states and
-the rollouts. The models are train_offline.pretrain's: from --cache when the same code, data,
-settings and --model-seed made them, as for the training runs; every flag of train_offline.py
-(--smoke, --cache, --model-seed, --device, Config flags) means what it means there.
+the actor of a finished DyDiff or TD3+BC run (read by train_offline.read_run). --seed seeds the
+start states and the rollouts. Every flag of train_offline.py (--smoke, --cache, --model-seed,
+--device, Config flags) means what it means there. The models are train_offline.pretrain's: from
+--cache when the same code, data, settings and --model-seed made them, as for the training runs.
+With --policy-run every setting is the run's own (a flag that says otherwise is refused; --seed,
+--threads, --device and --cache stay this command's), and for a DyDiff run the models are the very
+files the run used (train_offline.run_models): its policy is rolled out with its own models.
 
 Writes to --out: rollout_error.json and rollout_error.png (per-step MSE, one panel per policy), and
 policy_injection.png (a few start states: the simulator, the dynamics rollout and the states after
@@ -115,18 +118,22 @@ def measure(sim: np.ndarray, rounds: list, maze, iterations: int) -> dict:
     return out
 
 
-def load_agent(run_dir: str, env_name: str, s_dim: int, a_dim: int, cfg: dydiff.Config):
-    """The TD3+BC agent of a finished run (RUN_DIR/checkpoint.pt), trained on the same task."""
-    load = lambda p: torch.load(p, map_location=cfg.device, weights_only=False)  # noqa: E731
-    ckpt = drv.read_cached(Path(run_dir) / "checkpoint.pt", load, log=lambda m: None)
-    if not isinstance(ckpt, dict) or "trainer" not in ckpt:
-        raise drv.UserError(f"--policy-run {run_dir}: no readable checkpoint.pt there")
-    trained_on = drv.resolve_task(ckpt["args"]["env"]).dataset_id
-    if trained_on != drv.resolve_task(env_name).dataset_id:
-        raise drv.UserError(f"--policy-run {run_dir} was trained on {trained_on}, not {env_name}")
-    agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), cfg)
-    agent.load_state_dict(ckpt["trainer"]["agent"])
-    return agent
+OWN = ("seed", "threads", "device", "cache", "out")  # this command's, with --policy-run too
+
+
+def settings(policy_run: str | None, args: argparse.Namespace):
+    """(checkpoint, settings): without --policy-run (None, the command line's); with it the run's
+    checkpoint and the run's settings but OWN. A flag given with another value than the run's is
+    refused: the Config, so the shapes of the models, are the run's."""
+    if not policy_run:
+        return None, args
+    ckpt = drv.read_run(policy_run)
+    defaults, used = vars(drv.parse_args([])), ckpt["args"]
+    for k, v in vars(args).items():
+        if k not in OWN and v != defaults[k] and v != used[k]:
+            flag = "--" + k.replace("_", "-")
+            raise drv.UserError(f"--policy-run takes every setting from the run: drop {flag}")
+    return ckpt, argparse.Namespace(**used | {k: getattr(args, k) for k in OWN})
 
 
 def plot_errors(results: dict, h: int, path: Path) -> None:
@@ -199,22 +206,25 @@ def print_table(results: dict, h: int, iterations: int) -> None:
 
 
 def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> None:
+    ckpt, args = settings(own.policy_run, args)
     task = drv.resolve_task(args.env)
     if task.maze is None:
         raise drv.UserError(
             f"{args.env} is not a maze task (this experiment sets a PointMaze state)"
         )
     cfg = drv.make_config(args, task)
-    if own.policy_run and not (Path(own.policy_run) / "checkpoint.pt").is_file():
-        raise drv.UserError(f"--policy-run {own.policy_run}: no checkpoint.pt there")
     data, data_key, dataset = drv.load_data(task, args)
-    models, _ = drv.pretrain(data, cfg, args, data_key, {})
+    models = drv.run_models(ckpt, cfg, data) if ckpt else None  # the files a DyDiff run used
+    if models is None:  # no run, or one without models (TD3+BC): those of these settings
+        models = drv.pretrain(data, cfg, args, data_key, {})[0]
     env = drv.make_eval_env(dataset)
     maze = env.unwrapped.maze
     policies = {EXPERT: expert_policy(maze, maze.unique_goal_locations[0], cfg.device)}
-    if own.policy_run:
+    if ckpt:
         s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-        policies[TRAINED] = load_agent(own.policy_run, args.env, s_dim, a_dim, cfg).act
+        agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), cfg)
+        agent.load_state_dict(ckpt["trainer"]["agent"])
+        policies[TRAINED] = agent.act
     n, h = (16 if args.smoke else 256), cfg.horizon
     rng = np.random.default_rng(args.seed)
     s0 = data["observations"][rng.choice(len(data["observations"]), n, replace=False)]

@@ -6,9 +6,12 @@
     python benchmarks/scores.py --group ablation_M --baseline M=0 --with-runs scores/dydiff=M=2 \
         --aggregate-only
 
-Anything not listed below goes to train_offline.py as it is (--iterations 0 above). Each run is the
-ordinary command `python train_offline.py --env E --algo A --seed S ...` (run folder and log.txt in
-runs/<group>/<env>/<label>_seed<S>/). Its summary and learning curve go to
+Anything not listed below goes to train_offline.py as it is (--iterations 0 above), checked by its
+parser before any run; but scores.py owns each run's folder and seed, so --out, --resume, --seed and
+--algo are refused (use --seeds and --algos). Each run is the ordinary command
+`python train_offline.py ... --env E --algo A --seed S --threads T --out OUT` with its own
+OUT = runs/<group>/<env>/<label>_seed<S>/ (log.txt in it); its run folder is the one folder the run
+added to OUT. Its summary and learning curve go to
 results/<group>/<env>/<label>_seed<S>.json as soon as it ends. The aggregate,
 results/<group>_<env>.json and .png (and a table printed as markdown), reports per label the mean
 and SAMPLE standard deviation over seeds of the final score (the last evaluation) and of the mean of
@@ -32,21 +35,35 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import train_offline  # noqa: E402
 
 
 def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], out: Path) -> Path:
     """Run train_offline.py once with --out `out` (a folder of its own); return its run folder."""
     (ROOT / out).mkdir(parents=True, exist_ok=True)
-    cmd = ["python", "train_offline.py", "--env", env, "--algo", algo, "--seed", str(seed),
-           "--threads", str(threads), "--out", str(out), *extra]  # fmt: skip
-    log = ROOT / out / "log.txt"
+    cmd = ["train_offline.py", *extra, "--env", env, "--algo", algo, "--seed", str(seed),
+           "--threads", str(threads), "--out", str(out)]  # fmt: skip
+    log, before = ROOT / out / "log.txt", run_dirs(ROOT / out)
     start = time.time()
     with log.open("a") as f:
-        code = subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, stdout=f, stderr=f).returncode
+        code = subprocess.run([sys.executable, *cmd], cwd=ROOT, stdout=f, stderr=f).returncode
     print(f"{out}: exit {code} after {time.time() - start:.0f} s", flush=True)
     if code != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed; see {log}")
-    return max((ROOT / out).glob("*__*"), key=lambda p: p.stat().st_mtime)
+        raise RuntimeError(f"python {' '.join(cmd)} failed; see {out / 'log.txt'}")
+    return new_run_dir(ROOT / out, before)
+
+
+def run_dirs(out: Path) -> set[Path]:
+    return {p for p in out.iterdir() if p.is_dir()} if out.is_dir() else set()
+
+
+def new_run_dir(out: Path, before: set[Path]) -> Path:
+    """The run folder a run added to `out`: the one folder there that was not in `before`. Never
+    the newest by date, which may be an older run's when this one wrote elsewhere."""
+    new = run_dirs(out) - before
+    if len(new) != 1:
+        raise RuntimeError(f"{out}: expected one new run folder, found {len(new)}")
+    return new.pop()
 
 
 def collect(run_dir: Path, dest: Path, label: str) -> None:
@@ -137,8 +154,7 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
             v = np.array([f(by_seed[s]) for s in row["seeds"]])
             std = float(v.std(ddof=1)) if len(v) > 1 else None
             row |= {f"{m}_mean": float(v.mean()), f"{m}_std": std, f"{m}_per_seed": v.tolist()}
-        minutes = [sum(by_seed[s]["phase_seconds"].get(k, 0) for k in ("rl", "data")) / 60
-                   for s in row["seeds"]]  # fmt: skip
+        minutes = [by_seed[s]["phase_seconds"]["rl"] / 60 for s in row["seeds"]]  # not data, models
         row["rl_minutes_per_run"] = float(np.mean(minutes))
         if label != baseline and baseline in runs:
             paired = sorted(set(by_seed) & set(runs[baseline]))
@@ -173,10 +189,19 @@ def print_table(env: str, table: dict, baseline: str) -> None:
               f"{fmt(t['last5_mean'], t['last5_std'])} | {diff(t, 'final')} | {diff(t, 'last5')} |")
 
 
-def main() -> None:
+REFUSED = {  # train_offline.py flags scores.py sets itself for every run
+    "--out": "scores.py puts each run in runs/<group>/<env>/<label>_seed<S>/",
+    "--resume": "scores.py starts new runs only",
+    "--seed": "use --seeds",
+    "--algo": "use --algos",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
     p.add_argument("--env", default="maze2d-umaze")
     p.add_argument("--algos", nargs="+", default=["td3bc", "dydiff"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -188,11 +213,19 @@ def main() -> None:
     p.add_argument("--with-runs", nargs="+", default=[], metavar="GROUP/LABEL=NAME",
                    help="also aggregate these runs of another group, under NAME")
     p.add_argument("--aggregate-only", action="store_true")
-    args, extra = p.parse_known_args()  # anything else goes to train_offline.py as it is
+    for flag in REFUSED:  # declared so that abbreviations of them are caught too
+        p.add_argument(flag, help=argparse.SUPPRESS)
+    args, extra = p.parse_known_args(argv)  # anything else goes to train_offline.py as it is
+    for flag, why in REFUSED.items():
+        if getattr(args, flag[2:]) is not None:
+            p.error(f"{flag} is not passed to train_offline.py: {why}")
+    if args.label and len(args.algos) > 1:
+        p.error("--label names the runs of one algo: give one --algos with it")
     for spec in args.with_runs:
         if not re.fullmatch(r"[\w.-]+/[\w.-]+=[\w.=-]+", spec):
-            sys.exit(f"error: --with-runs {spec}: expected GROUP/LABEL=NAME (scores/dydiff=M=2)")
+            p.error(f"--with-runs {spec}: expected GROUP/LABEL=NAME (scores/dydiff=M=2)")
     if not args.aggregate_only:
+        train_offline.parse_args(extra)  # an unknown or malformed flag: one line, before any run
 
         def job(algo_seed):
             algo, seed = algo_seed
@@ -202,8 +235,11 @@ def main() -> None:
             dest = results_dir(args.group, args.env) / f"{label}_seed{seed}.json"
             collect(run_dir, dest, label)  # written as it ends
 
-        with ThreadPoolExecutor(args.parallel) as pool:
-            list(pool.map(job, [(a, s) for a in args.algos for s in args.seeds]))
+        try:
+            with ThreadPoolExecutor(args.parallel) as pool:
+                list(pool.map(job, [(a, s) for a in args.algos for s in args.seeds]))
+        except RuntimeError as e:  # a run failed: its log says why
+            sys.exit(f"error: {e}")
     aggregate(args.env, args.group, args.baseline, tuple(args.with_runs))
 
 

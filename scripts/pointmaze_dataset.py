@@ -24,7 +24,6 @@ import io
 import os
 import shutil
 import sys
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -44,10 +43,8 @@ from gymnasium_robotics.envs.maze.maps import GOAL, LARGE_MAZE, MEDIUM_MAZE, U_M
 from gymnasium_robotics.envs.maze.maze_v4 import Maze
 from matplotlib.patches import Rectangle
 
-if os.name == "nt":
-    import msvcrt
-else:
-    import fcntl
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, too
+from scripts.files import file_lock  # noqa: E402
 
 gym.register_envs(gymnasium_robotics)  # registers the PointMaze_* environments
 
@@ -67,32 +64,14 @@ def local_dataset_id(maze: str, dense: bool = False, n_steps: int = 1_000_000) -
     return f"local/pointmaze/{maze}{'-dense' if dense else ''}{size}-v2"
 
 
-@contextlib.contextmanager
-def file_lock(path: str | os.PathLike):
-    """Hold an exclusive lock on the file `path` (created if missing, and left in place).
-
-    A second process asking for the same lock waits until the first one releases it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        if os.name == "nt":
-            f.seek(0)
-            while True:  # LK_LOCK would give up after 10 s
-                try:
-                    msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-        else:
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            if os.name == "nt":
-                f.seek(0)
-                msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
-            else:
-                fcntl.flock(f, fcntl.LOCK_UN)
+def maze_reward(next_xy: np.ndarray, env) -> np.ndarray:
+    """The reward the learner sees for next positions [..., 2] in the maze evaluation env `env`:
+    PointMaze's rule against its goal cell's centre, 1[||xy' - goal|| <= 0.45] (dense:
+    exp(-distance)). The one copy of the rule: the driver and every benchmark call it."""
+    (goal,) = env.unwrapped.maze.unique_goal_locations  # the eval env has one goal cell
+    dist = np.linalg.norm(next_xy - goal, axis=-1)
+    dense = env.unwrapped.reward_type == "dense"
+    return (np.exp(-dist) if dense else dist <= 0.45).astype(np.float32)
 
 
 def make_env(env: gym.Env | str | gym.envs.registration.EnvSpec, **kwargs) -> gym.Env:
