@@ -1281,10 +1281,29 @@ def test_maze_arrays_are_relabelled_against_the_eval_goal(umaze):
     same = arrays["episode_ids"][1:] == arrays["episode_ids"][:-1]
     assert np.array_equal(arrays["next_observations"][:-1][same], arrays["observations"][1:][same])
     assert np.all(np.diff(arrays["episode_ids"]) >= 0) and not arrays["terminals"].any()
+    env = T.make_eval_env(umaze)
+    assert np.array_equal(arrays["rewards"], P.maze_reward(arrays["next_observations"][:, :2], env))
     goal = np.array([-1.0, 1.0])  # centre of cell (1, 1): the 5x5 umaze is centred at (0, 0)
     dist = np.linalg.norm(arrays["next_observations"][:, :2] - goal, axis=1)
-    assert np.array_equal(arrays["rewards"], (dist <= 0.45).astype(np.float32))
+    assert (arrays["rewards"][dist > 0.81] == 0).all() and (arrays["rewards"][dist < 0.1] == 1).all()
     assert 0 < arrays["rewards"].mean() < 0.5
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_maze_reward_is_what_evaluation_pays_averaged_over_its_goal_noise(umaze, dense):
+    """The relabelled reward at a position is the eval env's own reward there, averaged over the
+    goal noise of its resets (2,000 resets: Monte Carlo error about 0.01)."""
+    env = T.make_eval_env(umaze)
+    env.unwrapped.reward_type = "dense" if dense else "sparse"
+    (centre,) = env.unwrapped.maze.unique_goal_locations
+    xy = centre + np.array([[0, 0], [0.3, 0], [0.4, 0.1], [0.45, 0], [0.6, 0], [0.9, 0]])
+    paid = np.zeros(len(xy))
+    for k in range(2_000):
+        env.reset(seed=k)  # a new goal: the centre plus uniform noise of +-0.25 per axis
+        paid += env.unwrapped.compute_reward(xy, env.unwrapped.goal, {}) / 2_000
+    assert np.abs(P.maze_reward(xy, env) - paid).max() < 0.03
+    if not dense:  # far from a fixed-goal rule: 0.75 at 0.3 from the centre, not 1
+        assert paid[0] > 0.999 and 0.7 < paid[1] < 0.8 and paid[-1] == 0
 
 
 def test_mujoco_random_dataset_to_arrays(datasets_path):
@@ -2149,3 +2168,38 @@ def test_cli_never_passes_off_a_set_made_with_other_settings(datasets_path):
     out = run_cli("--maze", "umaze", "--steps", "2000", "--seed", "5")
     assert out.returncode == 2 and "made otherwise" in out.stderr and "minari delete" in out.stderr
     assert sorted((str(p), p.stat().st_mtime_ns) for p in folder.rglob("*")) == files
+
+
+spec = importlib.util.spec_from_file_location("goal_study", HERE / "benchmarks/goal_study.py")
+GS = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(GS)
+
+
+def test_goal_study_scores_the_saved_actors_as_evaluation_did(dydiff_run, tmp_path):
+    """A run keeps the actor of each evaluation; the goal study, on the evaluation's episodes with
+    its goal noise, gives that evaluation's score again (here the smoke run's 2 episodes)."""
+    ckpt = T.read_run(dydiff_run)
+    (row,) = [r for r in ckpt["rows"] if "score" in r]
+    assert sorted(p.name for p in (dydiff_run / "actors").iterdir()) == [f"{row['update']}.pt"]
+    GS.main([str(dydiff_run), "--episodes", "2", "--out", str(tmp_path)])
+    rows = json.loads((tmp_path / "goal_study.json").read_text())
+    assert len(rows) == 8  # peak and final (one evaluation here) x 2 actors x 2 goals
+    (same,) = [r for r in rows if (r["eval"], r["actor"], r["goal"]) == ("final", "actor", "noisy")]
+    assert same["score"] == pytest.approx(row["score"]) and 0 <= same["reached"] <= 1
+    assert all(r["final_dist"] >= 0 and r["entries"] >= 0 for r in rows)
+
+
+def test_episode_stats_count_visits_to_the_goal(umaze):
+    """A policy that heads for the goal and stops there: one entry, never leaves, ends near the
+    centre; pushed away from the goal cell: no entry."""
+    env = T.make_eval_env(umaze)
+    env.unwrapped.position_noise_range = 0.0  # the goal on the centre
+    (centre,) = env.unwrapped.maze.unique_goal_locations
+    settle = lambda s: np.clip(10 * (centre - s[:, :2]) - s[:, 2:], -1, 1)  # noqa: E731
+    # reset cell (1, 2) beside the goal cell (1, 1): a straight way in
+    options = {"goal_cell": np.array([1, 1]), "reset_cell": np.array([1, 2])}
+    env.reset = (lambda reset: lambda seed: reset(seed=seed, options=options))(env.reset)
+    stats = GS.episode_stats(settle, env, seed=0)
+    assert stats["entries"] == 1 and stats["final_dist"] < 0.05 and stats["first_entry"] < 50
+    away = GS.episode_stats(lambda s: np.array([[1.0, 0.0]]), env, seed=0)
+    assert away["entries"] == 0 and np.isnan(away["first_entry"]) and away["return"] == 0

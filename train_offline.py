@@ -6,7 +6,8 @@ A run: (1) the dataset as arrays (maze data is regenerated when the official set
 nor downloadable: scripts/pointmaze_dataset.py); (2) for DyDiff, the dynamics, reward and diffusion
 models, each from cache/ if the same code, data, settings and --model-seed made it; (3) TD3+BC,
 evaluated every eval_every updates. Outputs in runs/<env>__<algo>__<seed>__<time>_*/: config.json,
-metrics.csv, summary.json, checkpoint.pt, learning_curve.png (mazes: trajectories.png).
+metrics.csv, summary.json, checkpoint.pt, actors/ (the actor at each evaluation),
+learning_curve.png (mazes: trajectories.png).
 """
 
 from __future__ import annotations
@@ -106,10 +107,10 @@ def load_dataset(task: Task, n_steps: int | None, log=print, regenerate=False):
 def dataset_to_arrays(dataset: minari.MinariDataset, task: Task) -> dict[str, np.ndarray]:
     """Flat float32 transitions plus int64 episode_ids (an episode's rows are consecutive). Maze
     states are (x, y, vx, vy); the data's goal changes every episode but the state has no goal and
-    evaluation one, so maze rewards are relabelled against the eval goal cell's centre with
-    PointMaze's rule, which evaluation sums: 1[||xy' - goal|| <= 0.45] of the NEXT position (dense:
-    exp(-distance)); departure 9: D4RL used the current one, radius 0.5, and goal-arrival
-    terminals. Here terminals = terminations (truncations are time-outs)."""
+    evaluation one, so maze rewards are relabelled with what evaluation pays for the NEXT position,
+    in expectation over its goal noise (pointmaze.maze_reward); departure 9: D4RL relabelled the
+    current position, radius 0.5, a fixed goal, with goal-arrival terminals. Here terminals =
+    terminations (truncations are time-outs)."""
     eps = list(dataset.iterate_episodes())
     obs = [np.asarray(e.observations["observation"] if task.maze else e.observations) for e in eps]
     data = {
@@ -229,8 +230,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
-    """Config defaults <- the task's row <- --smoke <- flags given. Every setting is checked, and
-    the output folders tried, before any work."""
+    """Config defaults <- task's row <- --smoke <- flags; all checked, folders tried, before work."""
     for flag, low in (("dataset_size", 1), ("eval_episodes", 1), ("seed", 0), ("model_seed", 0),
                       ("threads", 0)):  # fmt: skip
         if getattr(args, flag) is not None and not low <= getattr(args, flag) < 2**32:
@@ -309,8 +309,7 @@ def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict):
 
 def load_model(name: str, path, cfg: dydiff.Config, data: dict):
     """(model, training curve) from a file of pretrain's, or None if it is missing or corrupt."""
-    saved = read_cached(Path(path), lambda p: torch.load(p, map_location=cfg.device))
-    if saved is None:
+    if (saved := read_cached(Path(path), lambda p: torch.load(p, map_location=cfg.device))) is None:
         return None
     model = MODELS[name][1](cfg, data["observations"].shape[1], data["actions"].shape[1])
     model.load_state_dict(saved["state"])
@@ -318,9 +317,8 @@ def load_model(name: str, path, cfg: dydiff.Config, data: dict):
 
 
 def read_run(run_dir) -> dict:
-    """The checkpoint of a run folder, for --resume and the benchmarks: args (a setting added to
-    the code since the run took its default; ["defaulted"] names them), trainer, rng, rows, times
-    and the model files it used. Anything missing or unreadable is a UserError."""
+    """A run folder's checkpoint (--resume, benchmarks): args (settings the run predates default,
+    named in "defaulted"), trainer, rng, rows, times, models (files). Else a UserError."""
     load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
     ckpt = read_cached(Path(run_dir, "checkpoint.pt"), load, log=lambda m: None)
     parts = {"args", "trainer", "rng", "rows", "times", "models"}
@@ -407,6 +405,8 @@ def train(args: argparse.Namespace) -> None:
         state = {"args": vars(args), "trainer": trainer.state_dict(), "rng": rng, "rows": rows,
                  "times": times, "models": files}  # fmt: skip
         atomic_write(run_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
+        actors = {k: getattr(trainer.agent, k).state_dict() for k in ("actor", "actor_target")}
+        atomic_write(run_dir / "actors" / f"{trainer.updates}.pt", lambda t: torch.save(actors, t))
 
         def write_csv(tmp: Path) -> None:
             with tmp.open("w", newline="") as f:
