@@ -2203,3 +2203,15 @@ def test_episode_stats_count_visits_to_the_goal(umaze):
     assert stats["entries"] == 1 and stats["final_dist"] < 0.05 and stats["first_entry"] < 50
     away = GS.episode_stats(lambda s: np.array([[1.0, 0.0]]), env, seed=0)
     assert away["entries"] == 0 and np.isnan(away["first_entry"]) and away["return"] == 0
+
+
+def test_physics_rms_separates_simulator_steps_from_impossible_ones(umaze):
+    """On the data, xy' - xy is about dt v' (small residual); the same transitions with the next
+    positions of other rows (teleports) are far from it."""
+    arrays = T.dataset_to_arrays(umaze, T.resolve_task("maze2d-umaze"))
+    s, s2 = arrays["observations"], arrays["next_observations"]
+    dt = CS.data_dt(arrays)
+    assert 0.005 < dt < 0.05  # PointMaze: 0.01 s per step
+    teleports = s2.copy()
+    teleports[:, :2] = np.roll(s2[:, :2], 7, axis=0)
+    assert CS.physics_rms(s, teleports, dt) > 20 * CS.physics_rms(s, s2, dt)

@@ -11,6 +11,8 @@ For each run folder (its checkpoint.pt, read by train_offline.read_run, and conf
   scripts/pointmaze_dataset.py, the rule of the relabelled data the critic learns from), and the
   share of transitions the model calls rewarding (prediction > 0.5) that are not;
 - how old the synthetic rows are, in synthesis rounds (FIFO capacity / transitions kept per round);
+- how physical the transitions are: the RMS of xy' - xy - dt v' (the position change against the
+  next velocity, dt fitted on the data by least squares), for the data and the synthetic buffer;
 - whether the critic over-estimates: at the start states of the evaluation episodes (reset with
   train_offline.EVAL_SEED + k), Q1(s, pi(s)) against the discounted return of maze_reward the
   policy really gets from there in the simulator over 600 steps (the time limit ignored; 0.99^600
@@ -59,6 +61,8 @@ def study(run_dir: Path) -> dict:
     agent.load_state_dict(ckpt["trainer"]["agent"])
     env = T.make_eval_env(dataset)
     out |= q_against_return(agent, env, config.gamma)
+    dt = data_dt(data)
+    out["physics_rms_data"] = physics_rms(data["observations"], data["next_observations"], dt)
     synthetic = ckpt["trainer"]["synthetic"]["data"]
     if len(synthetic["states"]) and args["algo"] == "dydiff":
         true = torch.as_tensor(pointmaze.maze_reward(synthetic["next_states"][:, :2].numpy(), env))
@@ -69,9 +73,25 @@ def study(run_dir: Path) -> dict:
             "false_reward_share": ((pred > 0.5) & (true < 0.5)).float().sum().item()
             / max(1.0, (pred > 0.5).float().sum().item()),
             "buffer_age_rounds": config.synthetic_capacity / max(kept, 1.0),
+            "physics_rms_synthetic": physics_rms(synthetic["states"], synthetic["next_states"], dt),
         }  # fmt: skip
     env.close()
     return out
+
+
+def physics_rms(states, next_states, dt: float) -> float:
+    """RMS of xy' - xy - dt v' over transitions of maze states (x, y, vx, vy) [N, 4], dt the
+    data's. The simulator moves the point by about dt v' per step, so on real data this is small
+    (not 0: several substeps per step, wall contacts); a step the simulator cannot make is not."""
+    dxy = np.asarray(next_states)[:, :2] - np.asarray(states)[:, :2]
+    return float(np.sqrt(((dxy - dt * np.asarray(next_states)[:, 2:4]) ** 2).sum(1).mean()))
+
+
+def data_dt(data: dict) -> float:
+    """The data's least-squares dt of xy' - xy = dt v' (see physics_rms)."""
+    dxy = data["next_observations"][:, :2] - data["observations"][:, :2]
+    v2 = data["next_observations"][:, 2:4]
+    return float((dxy * v2).sum() / (v2 * v2).sum())
 
 
 @torch.no_grad()

@@ -3,10 +3,10 @@
     python benchmarks/speed.py [--threads N] [--quick] [--run-dir RUN ...] [--out results]
 
 Items: TD3+BC updates/s (ours, fed by DyDiff's batch mixing, against the plain loop of
-benchmarks/td3bc_plain.py run here as a subprocess with the same threads and batch: ours should be
-no slower than it, within 10%), diffusion-model training steps/s (MLP default and U-Net), one DyDiff
+benchmarks/td3bc_plain.py run here as a subprocess with the same threads and batch, in turns, three
+times each: ours should be no slower than it, within 10%), diffusion-model training steps/s (MLP default and U-Net), one DyDiff
 synthesis round, one dynamics-ensemble epoch, 100 evaluation episodes on maze2d-umaze, and the peak
-RSS of this process. --run-dir adds the phase times of finished runs (their summary.json), each
+RSS of this process. --threads defaults to the driver's default (half the cores). --run-dir adds the phase times of finished runs (their summary.json), each
 under its folder's name and its --threads (config.json; 0: torch's default, all cores), e.g. a
 default run and two runs that shared the cores.
 Models are untrained and data random (except evaluation, on the --smoke maze data of
@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -68,32 +69,25 @@ def make_agent(cfg: dydiff.Config, states: torch.Tensor) -> dydiff.TD3BC:
     return dydiff.TD3BC(S_DIM, A_DIM, dydiff.Normalizer(S_DIM).fit_zscore(states), cfg)
 
 
-def bench_td3bc(cfg, n: int, threads: int) -> tuple[float, float]:
+def bench_td3bc(cfg, n: int, threads: int, rounds: int = 3) -> tuple[float, float]:
     """Our update fed by sample_mixed (real and synthetic buffers full, as in DyDiffTrainer.step),
-    and the plain loop's updates/s from a subprocess with the same threads and batch."""
+    and the plain loop's updates/s from a subprocess with the same threads and batch; in turns,
+    `rounds` times each, so a drift of the machine's speed hits both: the medians."""
     real, synthetic = random_buffer(100_000), random_buffer(100_000)
     agent = make_agent(cfg, real.data["states"])
     step = lambda: agent.update(
         dydiff.sample_mixed(real, synthetic, cfg.batch_size, cfg.real_ratio)
     )  # noqa: E731
-    ours = 1 / timed(step, n, warmup=200)
-    cmd = [
-        sys.executable,
-        str(PLAIN),
-        "--state-dim",
-        str(S_DIM),
-        "--action-dim",
-        str(A_DIM),
-        "--batch",
-        str(cfg.batch_size),
-        "--updates",
-        str(n),
-        "--threads",
-        str(threads),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    plain = float(re.search(r"([\d.]+) updates/s", out).group(1))
-    return ours, plain
+    cmd = [sys.executable, str(PLAIN), "--state-dim", str(S_DIM), "--action-dim", str(A_DIM),
+           "--batch", str(cfg.batch_size), "--updates", str(n // rounds), "--threads", str(threads)]  # fmt: skip
+    for _ in range(200):  # warm-up
+        step()
+    ours, plain = [], []
+    for _ in range(rounds):
+        ours.append(1 / timed(step, n // rounds, warmup=0))
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        plain.append(float(re.search(r"([\d.]+) updates/s", out).group(1)))
+    return float(np.median(ours)), float(np.median(plain))
 
 
 def bench_diffusion(cfg, n: int) -> float:
@@ -173,7 +167,12 @@ def finished_runs(run_dirs: list[Path]) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=drv.THREADS,
+        help="torch threads (0: all cores; default: the driver's)",
+    )
     p.add_argument(
         "--quick", action="store_true", help="fewer iterations: a fast check, not a measurement"
     )
