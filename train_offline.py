@@ -199,7 +199,7 @@ def evaluate(policy, dataset: minari.MinariDataset, n_episodes: int, seed: int) 
 
 # ---- Command line: fixed flags plus one flag per dydiff.Config field ------------------------------
 MAX_DATASET_SIZE = 10_000_000  # maze steps --dataset-size may ask for
-THREADS = max(1, (os.cpu_count() or 2) // 2)  # half the cores: two runs share a machine (README)
+THREADS = max(1, (os.cpu_count() or 2) // 2)  # half the cores: two runs share a machine (docs)
 SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, rollout_every=100,
              dm_steps=50, mlp_width=64, model_epoch_steps=20, model_max_epochs=2, unet_dim=8)  # fmt: skip
 
@@ -207,7 +207,7 @@ SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, roll
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train DyDiff+TD3BC (or TD3+BC) on a Minari dataset.")
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage
-    p.add_argument("--env", default="maze2d-umaze", help="task (see README) or Minari dataset id")
+    p.add_argument("--env", default="maze2d-umaze", help="task (docs/details.md) or Minari dataset id")
     p.add_argument("--algo", choices=("dydiff", "td3bc"), default="dydiff")
     p.add_argument("--seed", type=int, default=0, help="seed of the RL phase")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the pretrained models")
