@@ -605,7 +605,7 @@ def filter_trajectories(
     """Indices of the trajectories to keep, by predicted return. hardmax: the top keep_ratio.
     softmax, the authors' filter: keep_ratio of them drawn without replacement with probability
     softmax(z / T) (1 - eps) + eps / N, z the standardised return, eps = 1e-6. At T = 0.05 only the
-    few best are above the floor eps / N, then the rest is drawn almost uniformly (docs/details.md)."""
+    few best are above the floor eps / N; the rest is drawn almost uniformly (docs/details.md)."""
     k = max(1, round(keep_ratio * len(returns)))
     if mode == "hardmax":  # exactly k (departure 7: theirs keeps ties at the quantile too)
         return returns.topk(k).indices
