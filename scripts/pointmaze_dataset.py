@@ -64,27 +64,14 @@ def local_dataset_id(maze: str, dense: bool = False, n_steps: int = 1_000_000) -
     return f"local/pointmaze/{maze}{'-dense' if dense else ''}{size}-v2"
 
 
-def maze_reward(next_xy: np.ndarray, env, grid: int = 32) -> np.ndarray:
-    """The reward the learner sees for next positions [..., 2]: what the maze evaluation env `env`
-    pays, in expectation over its goal. At every reset that env puts the goal at its goal cell's
-    centre c plus u, uniform in [-r, r]^2 (r = position_noise_range), and pays 1[||xy' - goal|| <=
-    0.45] (dense: exp(-||xy' - goal||)); the state does not show u, so the learner's reward is
-    E_u of that, here the mean over a grid x grid of u. The one copy of the rule: the driver and
-    every benchmark call it. (D4RL's maze2d evaluated with u = 0, where this is its own rule.)"""
-    maze = env.unwrapped
-    (centre,) = maze.maze.unique_goal_locations  # the eval env has one goal cell
-    r = maze.position_noise_range * maze.maze.maze_size_scaling
-    u = (np.arange(grid) + 0.5) / grid * 2 * r - r  # midpoints of the grid's cells
-    goals = centre + np.stack(np.meshgrid(u, u), -1).reshape(-1, 2)  # [grid^2, 2]
-    dense = maze.reward_type == "dense"
-    xy = np.asarray(next_xy, np.float64).reshape(-1, 2)
-    out = np.zeros(len(xy), np.float32)
-    reach = np.inf if dense else 0.45 + r * np.sqrt(2)  # sparse: 0 farther than this from c
-    (rows,) = np.nonzero(np.linalg.norm(xy - centre, axis=1) <= reach)
-    for chunk in np.array_split(rows, len(rows) // 10_000 + 1):  # [10k, grid^2] at a time
-        dist = np.linalg.norm(xy[chunk, None] - goals, axis=-1)
-        out[chunk] = (np.exp(-dist) if dense else dist <= 0.45).mean(1)
-    return out.reshape(np.shape(next_xy)[:-1])
+def maze_reward(next_xy: np.ndarray, env) -> np.ndarray:
+    """The reward the learner sees for next positions [..., 2] in the maze evaluation env `env`:
+    PointMaze's rule against its goal cell's centre, 1[||xy' - goal|| <= 0.45] (dense:
+    exp(-distance)). The one copy of the rule: the driver and every benchmark call it."""
+    (goal,) = env.unwrapped.maze.unique_goal_locations  # the eval env has one goal cell
+    dist = np.linalg.norm(next_xy - goal, axis=-1)
+    dense = env.unwrapped.reward_type == "dense"
+    return (np.exp(-dist) if dense else dist <= 0.45).astype(np.float32)
 
 
 def make_env(env: gym.Env | str | gym.envs.registration.EnvSpec, **kwargs) -> gym.Env:
