@@ -36,12 +36,29 @@ import train_offline as T  # noqa: E402
 from scripts import pointmaze_dataset as pointmaze  # noqa: E402
 
 
-def study(run_dir: Path) -> dict:
+def open_maze_run(run_dir: Path):
+    """(checkpoint, Config, data, dataset, agent) of a finished maze run: its checkpoint through
+    train_offline.read_run, the Config it used (config.json), its data as the driver chose it, and
+    its learner at the last evaluation. A run that is not on a maze is a UserError."""
     ckpt = T.read_run(run_dir)
+    args = ckpt["args"]
+    task = T.resolve_task(args["env"])
+    if task.maze is None:
+        raise T.UserError(f"{run_dir}: a run on {args['env']}, not on a maze")
+    cfg = json.loads((run_dir / "config.json").read_text())["config"]
+    config = dydiff.Config(
+        **cfg | {"unet_dim_mults": tuple(cfg["unet_dim_mults"]), "device": "cpu"}
+    )
+    data, _, dataset = T.load_data(task, argparse.Namespace(**args), log=lambda m: None)
+    s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
+    agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), config)
+    agent.load_state_dict(ckpt["trainer"]["agent"])
+    return ckpt, config, data, dataset, agent
+
+
+def study(run_dir: Path) -> dict:
+    ckpt, config, data, dataset, agent = open_maze_run(run_dir)
     args, rl = ckpt["args"], [r for r in ckpt["rows"] if r["phase"] == "rl"]
-    cfg = json.loads((run_dir / "config.json").read_text())["config"]  # the Config the run used
-    cfg |= {"unet_dim_mults": tuple(cfg["unet_dim_mults"]), "device": "cpu"}
-    config = dydiff.Config(**cfg)
     critic = [r["critic_loss"] for r in rl]
     last = rl[-1]
     out = {
@@ -52,13 +69,6 @@ def study(run_dir: Path) -> dict:
     }  # fmt: skip
     for k in ("q_real", "q_synthetic"):
         out[k] = last.get(k)
-    task = T.resolve_task(args["env"])  # the run's data, as the driver chose it
-    if task.maze is None:
-        raise T.UserError(f"{run_dir}: a run on {args['env']}, not on a maze")
-    data, _, dataset = T.load_data(task, argparse.Namespace(**args), log=lambda m: None)
-    s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-    agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), config)
-    agent.load_state_dict(ckpt["trainer"]["agent"])
     env = T.make_eval_env(dataset)
     out |= q_against_return(agent, env, config.gamma)
     dt = data_dt(data)

@@ -31,8 +31,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import dydiff  # noqa: E402
 import train_offline as T  # noqa: E402
+from benchmarks.critic_study import open_maze_run  # noqa: E402
 
 
 def episode_stats(policy, env, seed: int) -> dict:
@@ -66,17 +66,8 @@ def mean_of_finite(values: list) -> float:
 
 
 def study(run_dir: Path, episodes: int) -> list[dict]:
-    ckpt = T.read_run(run_dir)
+    ckpt, _, _, dataset, agent = open_maze_run(run_dir)  # the agent: for its state normaliser
     args = ckpt["args"]
-    task = T.resolve_task(args["env"])
-    if task.maze is None:
-        raise T.UserError(f"{run_dir}: a run on {args['env']}, not on a maze")
-    cfg = json.loads((run_dir / "config.json").read_text())["config"]
-    cfg = dydiff.Config(**cfg | {"unet_dim_mults": tuple(cfg["unet_dim_mults"]), "device": "cpu"})
-    data, _, dataset = T.load_data(task, argparse.Namespace(**args), log=lambda m: None)
-    s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-    agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), cfg)
-    agent.load_state_dict(ckpt["trainer"]["agent"])  # the state normaliser
     evals = [r for r in ckpt["rows"] if "score" in r and np.isfinite(r["score"])]
     picks = {"peak": max(evals, key=lambda r: r["score"])["update"], "final": evals[-1]["update"]}
     rows = []
