@@ -34,6 +34,7 @@ from minari.storage.datasets_root_dir import get_dataset_path
 
 import dydiff as D
 import train_offline as T
+from scripts import mujoco_dataset as MJ
 from scripts import pointmaze_dataset as P
 
 torch.set_num_threads(1)
@@ -1264,6 +1265,120 @@ def test_draw_maze_draws_every_wall():
     assert len(ax.patches) == sum(cell == 1 for row in maze.maze_map for cell in row)
     assert ax.get_xlim() == (-maze.x_map_center, maze.x_map_center)
     plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------
+# scripts/mujoco_dataset.py: Hopper data of D4RL's recipe, at tiny sizes
+# ------------------------------------------------------------------------------------------------
+
+
+HOPPER_SMALL = dict(target=-1e9, max_steps=1_000, eval_every=300, learning_starts=200,
+                    medium_steps=400)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hopper_root(tmp_path_factory):
+    """Both local Hopper sets in a private Minari folder: SAC stops at its first evaluation (the
+    target is below any return) after 300 steps, 200 of them random warm-up; medium: 400 steps."""
+    root = tmp_path_factory.mktemp("hopper")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        MJ.load_or_generate("medium", log=lambda m: None, **HOPPER_SMALL)
+    return root
+
+
+def test_hopper_data_is_what_hopper_v5_gives(hopper_root, monkeypatch):
+    """Every stored transition is the simulator's: from the stored state (x = 0: the observation
+    omits it, and nothing depends on it) the stored action gives the stored next observation,
+    reward and termination; time-outs only at 1,000 steps or where the data stops."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
+    env = P.make_env("Hopper-v5").unwrapped
+    env.reset(seed=0)
+    for level, steps in (("medium-replay", 299), ("medium", 400)):  # replay: warm-up included
+        dataset = minari.load_dataset(MJ.local_dataset_id(level))
+        meta = dataset.storage.metadata
+        assert dataset.total_steps == steps and meta["ref_max_score"] == 3234.3
+        assert -50 < meta["ref_min_score"] < 100  # a uniform policy falls at once
+        checked = 0
+        for ep in dataset.iterate_episodes():
+            assert ep.truncations[:-1].sum() == ep.terminations[:-1].sum() == 0
+            assert ep.truncations[-1] != ep.terminations[-1] or len(ep.actions) == 1_000
+            for t in range(len(ep.actions)):
+                s = ep.observations[t]
+                if np.abs(s[5:]).max() >= 10:  # velocities are clipped in the observation
+                    continue
+                env.set_state(np.r_[0.0, s[:5]], s[5:])
+                obs, reward, terminated, _, _ = env.step(ep.actions[t])
+                assert np.abs(obs - ep.observations[t + 1]).max() < 1e-9
+                assert abs(reward - ep.rewards[t]) < 1e-5 and terminated == ep.terminations[t]
+                checked += 1
+        assert checked > 0.9 * steps and dataset.total_episodes > 3  # early hoppers fall
+
+
+def test_hopper_termination_rule_is_hopper_v5_is_healthy(hopper_root, monkeypatch):
+    """The driver's rule for synthetic states agrees with Hopper-v5's is_healthy on every state of
+    the data, fallen ones included, and on data states moved to either side of each threshold."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
+    dataset = minari.load_dataset(MJ.local_dataset_id("medium-replay"))
+    states = np.concatenate([ep.observations for ep in dataset.iterate_episodes()])
+    rng = np.random.default_rng(0)
+    near = states[rng.choice(len(states), 600)]  # copies, moved to each threshold
+    near[:200, 0] = rng.uniform(0.6, 0.8, 200)  # heights around 0.7
+    near[200:400, 1] = rng.uniform(-0.3, 0.3, 200)  # angles around +-0.2
+    near[np.arange(400, 600), rng.integers(2, 11, 200)] = rng.uniform(-200, 200, 200)  # |s| < 100
+    states = np.concatenate([states, near]).astype(np.float32)  # the driver's precision
+    env = P.make_env("Hopper-v5").unwrapped
+    healthy = []
+    for s in states.astype(np.float64):
+        env.set_state(np.r_[0.0, s[:5]], s[5:])
+        healthy.append(env.is_healthy)
+    rule = T.termination_fn(T.resolve_task("hopper-medium-replay"))
+    done = rule(torch.as_tensor(states)).numpy()
+    assert 0.1 < np.mean(healthy) < 0.9 and (done == ~np.array(healthy)).all()
+
+
+def test_hopper_data_is_reused_and_an_incomplete_set_made_again(hopper_root, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
+    logs: list[str] = []
+    replay = Path(get_dataset_path(MJ.local_dataset_id("medium-replay")))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in replay.rglob("*"))
+    MJ.load_or_generate("medium", log=logs.append, **HOPPER_SMALL)
+    assert logs == []  # complete: nothing made
+    meta_file = Path(get_dataset_path(MJ.local_dataset_id("medium"))) / "data" / "metadata.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["ref_max_score"]  # as if its generation was killed before the end
+    meta_file.write_text(json.dumps(meta))
+    dataset = MJ.load_or_generate("medium", log=logs.append, **HOPPER_SMALL)
+    assert logs[0].startswith("making local/hopper/medium-v0") and len(logs) == 2
+    assert dataset.storage.metadata["ref_max_score"] == 3234.3
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in replay.rglob("*")) == before
+
+
+def test_driver_trains_on_local_hopper_data(hopper_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
+    T.main(["--env", "hopper-medium-replay", "--smoke", "--threads", "1", "--out", str(tmp_path),
+            "--cache", str(tmp_path / "cache")])  # fmt: skip
+    (run,) = tmp_path.glob("hopper-medium-replay__dydiff__0__*")
+    summary = json.loads((run / "summary.json").read_text())
+    assert np.isfinite(summary["final_score"])  # normalised with the data's reference returns
+    assert "data: local/hopper/medium-replay-v0, 299 transitions" in capsys.readouterr().out
+
+
+def test_missing_hopper_data_says_how_to_make_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    with pytest.raises(SystemExit) as e:
+        T.main(["--env", "hopper-medium-local", "--out", str(tmp_path), "--cache", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1
+    assert "local/hopper/medium-v0 is not made yet: python scripts/mujoco_dataset.py" in err
+
+
+@pytest.mark.parametrize("flag", ["--max-steps", "--medium-steps", "--eval-every", "--seed"])
+def test_mujoco_script_bad_input_is_one_line(flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        MJ.main([flag, "-1"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
 
 
 # ------------------------------------------------------------------------------------------------

@@ -2,12 +2,12 @@
 
     python train_offline.py --env maze2d-umaze [--algo dydiff|td3bc] [--seed 0] [--smoke]
 
-A run: (1) the dataset as arrays (maze data is regenerated when the official set is neither local
-nor downloadable: scripts/pointmaze_dataset.py); (2) for DyDiff, the dynamics, reward and diffusion
-models, each from cache/ if the same code, data, settings and --model-seed made it; (3) TD3+BC,
-evaluated every eval_every updates. Outputs in runs/<env>__<algo>__<seed>__<time>_*/: config.json,
-metrics.csv, summary.json, checkpoint.pt, actors/ (the actor at each evaluation),
-learning_curve.png (mazes: trajectories.png).
+A run: (1) the dataset as arrays (scripts/: mazes are regenerated when the official set is neither
+local nor downloadable; D4RL-recipe Hopper data is made by mujoco_dataset.py); (2) for DyDiff, the
+dynamics, reward and diffusion models, each from cache/ if the same code, data, settings and
+--model-seed made it; (3) TD3+BC, evaluated every eval_every updates. Outputs in
+runs/<env>__<algo>__<seed>__<time>_*/: config.json, metrics.csv, summary.json, checkpoint.pt,
+actors/ (the actor at each evaluation), learning_curve.png (mazes: trajectories.png).
 """
 
 from __future__ import annotations
@@ -66,6 +66,8 @@ TASKS = {  # Minari's MuJoCo sets are Gymnasium v5 data, NOT D4RL's hopper-mediu
     **{f"maze2d-{m}{d}": f"D4RL/pointmaze/{m}{d}-v2" for m in pointmaze.MAZES for d in ("", "-dense")},
     **{f"{r}-{lv}": f"mujoco/{r}/{lv}-v0" for r in ("hopper", "halfcheetah", "walker2d")
        for lv in ("simple", "medium", "expert")},
+    "hopper-medium-replay": "local/hopper/medium-replay-v0",  # D4RL's recipe, made here by
+    "hopper-medium-local": "local/hopper/medium-v0",  # scripts/mujoco_dataset.py: NOT Minari's
 }  # fmt: skip
 
 
@@ -88,6 +90,8 @@ def load_dataset(task: Task, n_steps: int | None, log=print, regenerate=False):
     if n_steps is None and not regenerate:
         with contextlib.suppress(FileNotFoundError):
             return minari.load_dataset(task.dataset_id)
+        if task.dataset_id.startswith("local/hopper/"):  # our own data: its script makes it
+            raise UserError(f"{task.dataset_id} is not made yet: python scripts/mujoco_dataset.py")
         folder = Path(get_dataset_path(task.dataset_id))
         if not (local and get_dataset_path(local).exists() or folder.exists()):
             log(f"{task.dataset_id} is not local; trying to download it")
@@ -231,8 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
     """Config defaults <- task's row <- --smoke <- flags; all checked, folders tried, before work."""
-    for flag, low in (("dataset_size", 1), ("eval_episodes", 1), ("seed", 0), ("model_seed", 0),
-                      ("threads", 0)):  # fmt: skip
+    for flag, low in dict(dataset_size=1, eval_episodes=1, seed=0, model_seed=0, threads=0).items():
         if getattr(args, flag) is not None and not low <= getattr(args, flag) < 2**32:
             raise UserError(f"invalid setting: --{flag.replace('_', '-')} must be in [{low}, 2^32)")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(dydiff.Config)[1:]}
@@ -248,10 +251,8 @@ def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
     except ValueError as e:
         raise UserError(f"invalid setting: {e}") from None
     if args.dataset_size is not None and not cfg.horizon <= args.dataset_size <= MAX_DATASET_SIZE:
-        raise UserError(
-            f"invalid setting: --dataset-size must be in [horizon={cfg.horizon}, "
-            f"{MAX_DATASET_SIZE:,}] (10x the official sets)"
-        )
+        raise UserError(f"invalid setting: --dataset-size must be in [horizon={cfg.horizon}, "
+                        f"{MAX_DATASET_SIZE:,}] (10x the official sets)")  # fmt: skip
     for folder in (args.out, args.cache):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -449,8 +450,7 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files) -> N
         "phase_seconds": {k: round(v, 1) for k, v in times.items()}, "smoke": args.smoke,
         "commit": COMMIT, "command": " ".join(sys.argv), "model_files": files,
     }  # fmt: skip
-    text = json.dumps(summary, indent=1)
-    atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(text))
+    atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot([r["update"] for r in evals], [r["score" if scores else "return"] for r in evals], "o-")
     ax.set(xlabel="updates", ylabel="normalised score" if scores else "return", title=run_dir.name)
