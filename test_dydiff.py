@@ -2002,12 +2002,43 @@ def test_rollout_error_smoke_end_to_end(tmp_path):
     assert "per-step MSE against the simulator" in result.stdout
 
 
-def test_non_maze_env_is_one_line_error(tmp_path):
+def test_other_envs_are_a_one_line_error(tmp_path):
     result = run_script(tmp_path, "--env", "hopper-medium", "--smoke", "--out", str(tmp_path))
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        "error: hopper-medium is not a maze task (this experiment sets a PointMaze state)"
+        "error: hopper-medium: this experiment sets the state of a PointMaze or of the local "
+        "Hopper data's simulator only"
     ]
+
+
+def test_hopper_simulator_is_set_to_the_data_state(hopper_root, monkeypatch):
+    """From stored states, the stored actions give the stored next states in RE.simulate."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
+    dataset = minari.load_dataset(MJ.local_dataset_id("medium"))
+    episode = next(dataset.iterate_episodes())
+    s, a = episode.observations[:-1], episode.actions
+    table = {tuple(np.float32(row)): act for row, act in zip(s, a)}
+    replay = lambda x: torch.as_tensor(table[tuple(x[0].numpy())])[None]  # noqa: E731
+    sim = RE.simulate(T.make_eval_env(dataset), replay, s.astype(np.float32), 2, "cpu", 0)
+    unclipped = np.abs(s[:, 5:]).max(1) < 10  # velocities the observation does not clip
+    assert np.abs(sim[unclipped, 1] - episode.observations[1:][unclipped]).max() < 1e-5
+
+
+def test_rollout_error_on_hopper(hopper_root, tmp_path, monkeypatch):
+    """The data's SAC policy in the simulator and the models: an error per step, over the hoppers
+    still up, which never rise again."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
+    argv = ["--env", "hopper-medium-replay", "--smoke", "--out", str(tmp_path), "--cache",
+            str(tmp_path / "cache"), "--threads", "1"]  # fmt: skip
+    RE.main(argv)
+    record = json.loads((tmp_path / "rollout_error_smoke.json").read_text())
+    methods = record["per_method"][RE.SAC_POLICY]
+    alive = methods["simulator"]["alive"]
+    assert alive[0] == 1 and all(b <= a for a, b in zip(alive, alive[1:]))
+    for m in (0, 1, 2, 4):
+        mse = methods[RE.label(m)]["mse"]
+        assert len(mse) == 8 and mse[0] == 0.0 and all(np.isfinite(mse)) and max(mse) > 0
+    assert not (tmp_path / "policy_injection_smoke.png").exists()  # a maze picture
 
 
 spec = importlib.util.spec_from_file_location("critic", HERE / "benchmarks/critic_study.py")

@@ -4,11 +4,14 @@
         [--seed 0] [--threads N] [--out results] [--cache cache] [any dydiff.Config flag]
 
 From N start states of the data (256; 16 with --smoke), a fixed policy is rolled out for H - 1
-steps in the real simulator (the PointMaze state set to x, y, vx, vy), autoregressively with the
+steps in the real simulator (the state set to the data's: PointMaze x, y, vx, vy; Hopper with its
+x position, which the observation omits and nothing depends on, at 0), autoregressively with the
 dynamics ensemble (M = 0), and with DyDiff (that rollout, then M policy-injection rounds) for M in
-{1, iterations, 4}. Measured: the per-step MSE against the simulator over the four state dimensions,
-and the share of states inside walls. Policies: the data's expert controller and, with --policy-run,
-the actor of a finished DyDiff or TD3+BC run (read by train_offline.read_run). --seed seeds the
+{1, iterations, 4}. Measured: the per-step MSE against the simulator over the state dimensions
+(Hopper: over the start states whose simulated hopper has not fallen by that step), and in mazes
+the share of states inside walls. Policies: the data's own (the mazes' expert controller; for the
+local Hopper data the SAC policy that made it) and, with --policy-run, the actor of a finished
+DyDiff or TD3+BC run (read by train_offline.read_run). --seed seeds the
 start states and the rollouts. Every flag of train_offline.py (--smoke, --cache, --model-seed,
 --device, Config flags) means what it means there. The models are train_offline.pretrain's: from
 --cache when the same code, data, settings and --model-seed made them, as for the training runs.
@@ -18,7 +21,7 @@ files the run used (train_offline.run_models): its policy is rolled out with its
 
 Writes to --out: rollout_error.json and rollout_error.png (per-step MSE, one panel per policy), and
 policy_injection.png (a few start states: the simulator, the dynamics rollout and the states after
-each injection round, for one policy). With --smoke every name gets a _smoke suffix.
+each injection round, for one policy; mazes only). With --smoke every name gets a _smoke suffix.
 """
 
 from __future__ import annotations
@@ -43,6 +46,22 @@ import train_offline as drv  # noqa: E402
 from scripts import pointmaze_dataset as pointmaze  # noqa: E402
 
 EXPERT, TRAINED = "expert", "trained policy (--policy-run)"
+SAC_POLICY = "the data's SAC policy"  # local Hopper data: scripts/mujoco_dataset.py keeps it
+
+
+def sac_policy(device: str):
+    """The deterministic action of the SAC policy that made the local Hopper data, batched."""
+    from stable_baselines3 import SAC  # only here: the maze experiments do not need it
+
+    from scripts import mujoco_dataset
+
+    folder = drv.get_dataset_path(mujoco_dataset.local_dataset_id("medium-replay"))
+    actor = SAC.load(Path(folder) / mujoco_dataset.POLICY_FILE, device=device).actor
+    def policy(states: torch.Tensor) -> torch.Tensor:  # [..., S] -> [..., A]
+        flat = states.reshape(-1, states.shape[-1])  # SB3 flattens all but the first dimension
+        return actor(flat, deterministic=True).detach().reshape(*states.shape[:-1], -1)
+
+    return policy
 
 
 def expert_policy(maze, goal_xy: np.ndarray, device: str):
@@ -77,15 +96,23 @@ def in_walls(states: np.ndarray, maze) -> np.ndarray:
 
 
 def simulate(env, policy, s0: np.ndarray, horizon: int, device: str, seed: int) -> np.ndarray:
-    """States [N, H, 4] of the real simulator under `policy`, one start state at a time."""
-    sim = np.zeros((len(s0), horizon, s0.shape[1]), np.float32)
+    """States [N, H, S] of the real simulator under `policy`, one start state at a time; NaN
+    after a termination (a fallen hopper)."""
+    sim = np.full((len(s0), horizon, s0.shape[1]), np.nan, np.float32)
     sim[:, 0] = s0
     for k in range(len(s0)):
-        env.reset(seed=seed + k)  # then the ball is moved to s0[k]
-        env.unwrapped.point_env.set_state(s0[k, :2].astype(float), s0[k, 2:].astype(float))
+        env.reset(seed=seed + k)  # then the state is set to s0[k]
+        s = s0[k].astype(float)
+        if hasattr(env.unwrapped, "point_env"):  # the ball
+            env.unwrapped.point_env.set_state(s[:2], s[2:])
+        else:  # hopper: qpos = (x, s[:5]), qvel = s[5:]
+            env.unwrapped.set_state(np.r_[0.0, s[:5]], s[5:])
         for t in range(1, horizon):
             a = policy(torch.as_tensor(sim[k, t - 1][None], device=device))[0].cpu().numpy()
-            sim[k, t] = env.step(a)[0]["observation"]
+            obs, _, terminated, _, _ = env.step(a)
+            sim[k, t] = obs["observation"] if isinstance(obs, dict) else obs
+            if terminated:
+                break
     return sim
 
 
@@ -110,11 +137,17 @@ def label(m: int) -> str:
 
 
 def measure(sim: np.ndarray, rounds: list, maze, iterations: int) -> dict:
-    """Per-step MSE against the simulator and share of states inside walls, per method."""
-    out = {"simulator": {"in_walls": float(in_walls(sim[:, 1:], maze).mean())}}
+    """Per-step MSE against the simulator (over the start states still alive there) and, in
+    mazes, the share of states inside walls, per method."""
+    walls = (lambda states: float(in_walls(states[:, 1:], maze).mean())) if maze else None
+    out = {"simulator": {"in_walls": walls(sim)} if maze else {}}
+    alive = np.isfinite(sim).all(2)  # [N, H]
+    out["simulator"]["alive"] = alive.mean(0).tolist()
     for m in sorted({0, 1, iterations, 4}):
-        out[label(m)] = {"mse": ((rounds[m] - sim) ** 2).mean((0, 2)).tolist(),
-                         "in_walls": float(in_walls(rounds[m][:, 1:], maze).mean())}  # fmt: skip
+        err = np.where(alive, ((rounds[m] - np.nan_to_num(sim)) ** 2).mean(2), 0.0)
+        out[label(m)] = {"mse": (err.sum(0) / np.maximum(alive.sum(0), 1)).tolist()}
+        if maze:
+            out[label(m)]["in_walls"] = walls(rounds[m])
     return out
 
 
@@ -199,8 +232,12 @@ def print_table(results: dict, h: int, iterations: int) -> None:
         print("  h    " + "".join(f"{k:>24}" for k in labels))
         for t in sorted({1, 2, 4, 8, 16, h - 1} & set(range(1, h))):
             print(f"  {t:<5d}" + "".join(f"{methods[k]['mse'][t]:>24.4g}" for k in labels))
-        print("  states inside walls: "
-              + ", ".join(f"{k} {r['in_walls']:.1%}" for k, r in methods.items()))  # fmt: skip
+        if "in_walls" in methods["simulator"]:
+            print("  states inside walls: " + ", ".join(
+                f"{k} {r['in_walls']:.1%}" for k, r in methods.items()))  # fmt: skip
+        else:
+            print(f"  simulated hoppers still up at h = {h - 1}: "
+                  f"{methods['simulator']['alive'][-1]:.0%} (the MSE is over those)")  # fmt: skip
         below = f"stays below it from h = {cross} on" if cross else "does not stay below it"
         print(f"  DyDiff M={iterations} against the single-step model: {below}")
 
@@ -208,18 +245,20 @@ def print_table(results: dict, h: int, iterations: int) -> None:
 def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> None:
     ckpt, args = settings(own.policy_run, args)
     task = drv.resolve_task(args.env)
-    if task.maze is None:
-        raise drv.UserError(
-            f"{args.env} is not a maze task (this experiment sets a PointMaze state)"
-        )
+    if task.maze is None and not task.dataset_id.startswith("local/hopper/"):
+        raise drv.UserError(f"{args.env}: this experiment sets the state of a PointMaze or of the "
+                            "local Hopper data's simulator only")  # fmt: skip
     cfg = drv.make_config(args, task)
     data, data_key, dataset = drv.load_data(task, args)
     models = drv.run_models(ckpt, cfg, data) if ckpt else None  # the files a DyDiff run used
     if models is None:  # no run, or one without models (TD3+BC): those of these settings
         models = drv.pretrain(data, cfg, args, data_key, {})[0]
     env = drv.make_eval_env(dataset)
-    maze = env.unwrapped.maze
-    policies = {EXPERT: expert_policy(maze, maze.unique_goal_locations[0], cfg.device)}
+    maze = getattr(env.unwrapped, "maze", None)
+    if maze:
+        policies = {EXPERT: expert_policy(maze, maze.unique_goal_locations[0], cfg.device)}
+    else:
+        policies = {SAC_POLICY: sac_policy(cfg.device)}
     if ckpt:
         s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
         agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), cfg)
@@ -228,13 +267,13 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     n, h = (16 if args.smoke else 256), cfg.horizon
     rng = np.random.default_rng(args.seed)
     s0 = data["observations"][rng.choice(len(data["observations"]), n, replace=False)]
-    results, shown = {}, TRAINED if own.policy_run else EXPERT
+    results, shown = {}, TRAINED if own.policy_run else next(iter(policies))
     for name, policy in policies.items():
         sim = simulate(env, policy, s0, h, cfg.device, args.seed)
         start = torch.as_tensor(s0, device=cfg.device)
         rounds = injection_rounds(start, policy, models, h, max(4, cfg.iterations), args.seed)
         results[name] = measure(sim, rounds, maze, cfg.iterations)
-        if name == shown:  # the picture: the 4 start states where the single-step model drifts
+        if name == shown and maze:  # the picture: the 4 start states where the single-step model drifts
             drift = np.linalg.norm(rounds[0][:, -1, :2] - sim[:, -1, :2], axis=1)  # most at step H
             picks = np.argsort(-drift)[:4]  # (the title says so: they are not typical)
             picture = (sim, rounds[: cfg.iterations + 1], picks, shown)
@@ -242,7 +281,8 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
 
     out, tag = Path(own.out), "_smoke" if args.smoke else ""
     plot_errors(results, h, out / f"rollout_error{tag}.png")
-    plot_injection(out / f"policy_injection{tag}.png", maze, *picture)
+    if maze:
+        plot_injection(out / f"policy_injection{tag}.png", maze, *picture)
     record = {"command": " ".join(["python benchmarks/rollout_error.py", *map(portable, argv)]),
               "commit": drv.COMMIT, "seed": args.seed, "horizon": h,
               "iterations": cfg.iterations, "n_start_states": n, "smoke": args.smoke,
@@ -251,7 +291,8 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     text = json.dumps(record, indent=1)
     drv.atomic_write(out / f"rollout_error{tag}.json", lambda tmp: tmp.write_text(text))
     print_table(results, h, cfg.iterations)
-    print(f"\nwrote {out}/rollout_error{tag}.json, .png and {out}/policy_injection{tag}.png")
+    print(f"\nwrote {out}/rollout_error{tag}.json, .png"
+          + f" and {out}/policy_injection{tag}.png" * bool(maze))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
