@@ -2090,8 +2090,8 @@ def test_paired_bootstrap_interval():
 
 
 def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch):
-    """results/<group>/<env>/*.json -> mean, SAMPLE std, mean of the last five evaluations, and the
-    paired difference over the seeds both algorithms have; run folders stored relative to the repo;
+    """results/<group>/<env>/*.json -> mean, SAMPLE std, mean of the last five evaluations, best, and
+    the paired difference over the seeds both algorithms have; run folders stored relative to the repo;
     the minutes of the RL phase alone (not the data's)."""
     monkeypatch.setattr(SC, "ROOT", tmp_path)
     folder = tmp_path / "results" / "g" / "maze2d-umaze"
@@ -2101,7 +2101,7 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
             run.mkdir(parents=True)
             (run / "summary.json").write_text(
                 json.dumps(
-                    {"algo": algo, "seed": seed, "final_score": final,
+                    {"algo": algo, "seed": seed, "final_score": final, "best_score": 2 * final,
                      "phase_seconds": {"data": 600, "rl": 60}}  # fmt: skip
                 )
             )
@@ -2115,6 +2115,7 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
     assert table["td3bc"]["rl_minutes_per_run"] == 1.0  # 60 s of RL; the data's 600 s left out
     diff = table["dydiff"]["final_minus_td3bc"]
     assert diff["seeds"] == [0, 1, 2] and diff["mean"] == pytest.approx(11 / 3)  # seed 3 unpaired
+    assert table["dydiff"]["best_minus_td3bc"]["mean"] == pytest.approx(22 / 3)  # best: 2 x final
     record = json.loads((folder / "dydiff_seed0.json").read_text())
     assert record["run_dir"] == "runs/dydiff0"  # relative to the repository
     assert (tmp_path / "results" / "g_maze2d-umaze.json").exists()

@@ -14,9 +14,9 @@ OUT = runs/<group>/<env>/<label>_seed<S>/ (log.txt in it); its run folder is the
 added to OUT. Its summary and learning curve go to
 results/<group>/<env>/<label>_seed<S>.json as soon as it ends. The aggregate,
 results/<group>_<env>.json and .png (and a table printed as markdown), reports per label the mean
-and SAMPLE standard deviation over seeds of the final score (the last evaluation) and of the mean of
-the last five evaluations, and for every label against --baseline the paired difference over the
-seeds both have, with a 95% bootstrap interval (resampling seeds).
+and SAMPLE standard deviation over seeds of the final score (the last evaluation), of the mean of
+the last five evaluations and of the best evaluation, and for every label against --baseline the
+paired difference over the seeds both have, with a 95% bootstrap interval (resampling seeds).
 --with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
 DyDiff, whose M is the default 2, as "M=2" of the ablation), without copying their files.
 """
@@ -143,9 +143,10 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
             if r["label"] == label:
                 runs.setdefault(name, {})[r["seed"]] = r | {"label": name}
     runs = dict(sorted(runs.items()))  # labels in order: M=0, M=1, ... or dydiff, td3bc
-    metrics = {  # per run: the last evaluation, and the mean of the last five
+    metrics = {  # per run: the last evaluation, the mean of the last five, the best (as CORL)
         "final": lambda r: r["final_score"],
         "last5": lambda r: float(np.mean([s for _, s in r["curve"][-5:]])),
+        "best": lambda r: r["best_score"],
     }
     table = {}
     for label, by_seed in runs.items():
@@ -182,11 +183,13 @@ def print_table(env: str, table: dict, baseline: str) -> None:
             return ""
         return f"{d['mean']:+.1f} [{d['bootstrap_95'][0]:+.1f}, {d['bootstrap_95'][1]:+.1f}]"
 
-    print(f"\n| {env} | seeds | final | mean of last 5 evals | final - {baseline} [95% CI] "
-          f"| last 5 - {baseline} [95% CI] |\n|---|---|---|---|---|---|")  # fmt: skip
+    names = {"final": "final", "last5": "mean of last 5 evals", "best": "best"}
+    print(f"\n| {env} | seeds | " + " | ".join(names.values()) + " | "
+          + " | ".join(f"{n} - {baseline} [95% CI]" for n in names.values()) + " |\n|---"
+          + "|---" * (1 + 2 * len(names)) + "|")  # fmt: skip
     for label, t in table.items():
-        print(f"| {label} | {len(t['seeds'])} | {fmt(t['final_mean'], t['final_std'])} | "
-              f"{fmt(t['last5_mean'], t['last5_std'])} | {diff(t, 'final')} | {diff(t, 'last5')} |")
+        cells = [fmt(t[f"{m}_mean"], t[f"{m}_std"]) for m in names] + [diff(t, m) for m in names]
+        print(f"| {label} | {len(t['seeds'])} | " + " | ".join(cells) + " |")
 
 
 REFUSED = {  # train_offline.py flags scores.py sets itself for every run
