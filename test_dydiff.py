@@ -1357,7 +1357,7 @@ def test_hopper_data_is_reused_and_an_incomplete_set_made_again(hopper_root, mon
 def test_driver_trains_on_local_hopper_data(hopper_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
     T.main(["--env", "hopper-medium-replay", "--smoke", "--threads", "1", "--out", str(tmp_path),
-            "--cache", str(tmp_path / "cache")])  # fmt: skip
+            "--cache", str(hopper_root / "cache")])  # fmt: skip (models shared with rollout_error)
     (run,) = tmp_path.glob("hopper-medium-replay__dydiff__0__*")
     summary = json.loads((run / "summary.json").read_text())
     assert np.isfinite(summary["final_score"])  # normalised with the data's reference returns
@@ -2029,7 +2029,7 @@ def test_rollout_error_on_hopper(hopper_root, tmp_path, monkeypatch):
     still up, which never rise again."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
     argv = ["--env", "hopper-medium-replay", "--smoke", "--out", str(tmp_path), "--cache",
-            str(tmp_path / "cache"), "--threads", "1"]  # fmt: skip
+            str(hopper_root / "cache"), "--threads", "1"]  # fmt: skip (the driver test's models)
     RE.main(argv)
     record = json.loads((tmp_path / "rollout_error_smoke.json").read_text())
     methods = record["per_method"][RE.SAC_POLICY]
