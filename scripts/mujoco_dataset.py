@@ -28,7 +28,6 @@ is interrupted (a dataset without its reference scores, written last, is made ag
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import shutil
 import sys
