@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, too
 from scripts.files import file_lock  # noqa: E402
-from scripts.pointmaze_dataset import save_dataset  # noqa: E402
+from scripts.pointmaze_dataset import check_local, save_dataset  # noqa: E402
 
 ENV_ID = "Hopper-v5"
 EXPERT_RETURN = 3234.3  # D4RL's Hopper reference (its expert policy); random is measured here
@@ -122,18 +122,20 @@ def make_medium_replay(dataset_id, seed, target, max_steps, eval_every, learning
     done, timeout = buf.dones[:n, 0] > 0, buf.timeouts[:n, 0] > 0
     episodes = episodes_from(buf.observations[:n, 0], buf.actions[:n, 0], buf.rewards[:n, 0],
                              buf.next_observations[:n, 0], done & ~timeout, timeout)  # fmt: skip
+    random = get_average_reference_score(gym.make(ENV_ID), RandomPolicy(env), 100)
     return save_with_scores(
-        dataset_id, episodes, env, seed, policy=model,
+        dataset_id, episodes, env, random, policy=model,
         algorithm_name="SB3 SAC, every transition until the medium level (local, D4RL's recipe)",
         description=f"Replay of SAC on {ENV_ID} until its evaluation return reached {target:.0f} "
         f"(reached {reached:.0f} at {step:,} steps) (seed {seed}, target {target:g}).",
     )
 
 
-def make_medium(dataset_id, policy_path, n_steps, seed, log=print):
-    """n_steps of the medium policy, its actions sampled. -> MinariDataset"""
+def make_medium(dataset_id, replay, n_steps, seed, log=print):
+    """n_steps of the medium policy kept beside the medium-replay dataset `replay`, its actions
+    sampled; the same reference returns. -> MinariDataset"""
     env = gym.make(ENV_ID)
-    model = SAC.load(policy_path, device="cpu")
+    model = SAC.load(Path(get_dataset_path(replay.spec.dataset_id)) / POLICY_FILE, device="cpu")
     torch.manual_seed(seed)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     obs, next_obs = np.empty((n_steps, obs_dim)), np.empty((n_steps, obs_dim))
@@ -150,16 +152,16 @@ def make_medium(dataset_id, policy_path, n_steps, seed, log=print):
     returns = [ep.rewards.sum() for ep in episodes]
     log(f"{len(episodes):,} episodes, mean return {np.mean(returns):.0f}")
     return save_with_scores(
-        dataset_id, episodes, env, seed, algorithm_name="SB3 SAC medium policy, sampled actions "
+        dataset_id, episodes, env, replay.storage.metadata["ref_min_score"], algorithm_name="SB3 SAC medium policy, sampled actions "
         "(local, D4RL's recipe)", description=f"{n_steps:,} steps of the policy at the end of "
         f"{local_dataset_id('medium-replay')} (seed {seed}).",
     )  # fmt: skip
 
 
-def save_with_scores(dataset_id, episodes, env, seed, policy=None, **meta):
-    """Save with the reference returns (random: measured, 100 episodes; expert: D4RL's), and the
-    policy in the dataset's folder before the reference returns, which mark a complete dataset."""
-    random = get_average_reference_score(gym.make(ENV_ID), RandomPolicy(env), 100)
+def save_with_scores(dataset_id, episodes, env, random: float, policy=None, **meta):
+    """Save with the reference returns (random: measured over 100 episodes by the caller; expert:
+    D4RL's), and the policy in the dataset's folder before the reference returns, which mark a
+    complete dataset."""
     here = "scripts/mujoco_dataset.py"
     dataset = save_dataset(dataset_id, episodes, env, env, author=here, code_permalink=here, **meta)
     if policy is not None:
@@ -167,16 +169,6 @@ def save_with_scores(dataset_id, episodes, env, seed, policy=None, **meta):
     dataset.storage.update_metadata({"ref_min_score": random, "ref_max_score": EXPERT_RETURN,
                                      "num_episodes_average_score": 100})  # fmt: skip
     return dataset
-
-
-def _complete(dataset_id: str) -> minari.MinariDataset | None:
-    """The dataset if it is readable and complete (reference scores are written last)."""
-    try:
-        dataset = minari.load_dataset(dataset_id)
-        list(dataset.storage.get_episodes([dataset.total_episodes - 1]))  # a truncated file fails
-        return dataset if "ref_max_score" in dataset.storage.metadata else None
-    except Exception:  # noqa: BLE001 (whatever the failure, the cure is to make it again)
-        return None
 
 
 def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_steps: int = 1_000_000,
@@ -188,7 +180,7 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
     replay_id, folder = local_dataset_id("medium-replay"), Path(get_dataset_path("local/hopper"))
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / "hopper.lock"):
-        replay = _complete(replay_id)
+        replay = check_local(replay_id)[0]
         if replay is None:
             shutil.rmtree(get_dataset_path(replay_id), ignore_errors=True)
             log(f"making {replay_id}: SAC on {ENV_ID} until its evaluation return reaches {target:g}")
@@ -197,12 +189,11 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
         if level == "medium-replay":
             return replay
         medium_id = local_dataset_id("medium")
-        medium = _complete(medium_id)
+        medium = check_local(medium_id)[0]
         if medium is None:
             shutil.rmtree(get_dataset_path(medium_id), ignore_errors=True)
             log(f"making {medium_id}: {medium_steps:,} steps of the medium policy")
-            policy = Path(get_dataset_path(replay_id)) / POLICY_FILE
-            medium = make_medium(medium_id, policy, medium_steps, seed, log)
+            medium = make_medium(medium_id, replay, medium_steps, seed, log)
         return medium
 
 

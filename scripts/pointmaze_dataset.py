@@ -329,14 +329,17 @@ def generate(
     )  # fmt: skip
 
 
-def _check(dataset_id: str, n_steps: int) -> tuple[minari.MinariDataset | None, str]:
-    """(the local dataset, "") if it is complete, else (None, what is wrong with it)."""
+def check_local(
+    dataset_id: str, n_steps: int | None = None
+) -> tuple[minari.MinariDataset | None, str]:
+    """(the local dataset, "") if it is complete, else (None, what is wrong with it). Complete:
+    readable to its last episode, n_steps steps (if given), reference scores (written last)."""
     try:
         dataset = minari.load_dataset(dataset_id)
         list(dataset.storage.get_episodes([dataset.total_episodes - 1]))  # a truncated file fails
     except Exception as e:  # noqa: BLE001 (whatever the failure, the cure is to make it again)
         return None, f"unreadable ({type(e).__name__}: {e})"
-    if dataset.total_steps != n_steps:
+    if n_steps is not None and dataset.total_steps != n_steps:
         return None, f"of the wrong size ({dataset.total_steps:,} steps)"
     if "ref_max_score" not in dataset.storage.metadata:
         return None, "incomplete (no reference scores: its generation was killed)"
@@ -364,7 +367,7 @@ def load_or_generate(
         if path.exists():
             problem = "to be regenerated"
             if not regenerate:
-                dataset, problem = _check(dataset_id, n_steps)
+                dataset, problem = check_local(dataset_id, n_steps)
                 if dataset is not None:
                     log(f"using locally generated {dataset_id}")
                     return dataset
