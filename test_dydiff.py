@@ -1590,6 +1590,27 @@ def test_same_seed_same_numbers_with_cached_or_rebuilt_models(workdir, capsys):
     assert len(rl_rows(first)) > 0 and rl_rows(first) == rl_rows(cached) == rl_rows(rebuilt)
 
 
+def test_learning_curve_shows_the_final_comparison_behind_the_run(workdir, monkeypatch, tmp_path):
+    """learning_curve.png: the run's scores, and behind them the mean curves of both algorithms of
+    the task's final comparison in results/ (scores.py's aggregate); an unreadable one is left out."""
+    drawn = []
+    monkeypatch.setattr(T, "save_figure", lambda fig, path: drawn.append(
+        {line.get_label(): line.get_xydata().tolist() for line in fig.axes[0].lines}))
+    assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "5") == 0
+    (final,) = sorted(HERE.glob("results/final*_maze2d-umaze.json"))[-1:]
+    table = json.loads(final.read_text())
+    means = {k.split(":")[0]: v for k, v in drawn[0].items() if k.endswith(final.name)}
+    assert means == {algo: row["mean_curve"] for algo, row in table.items()} and len(means) == 2
+    scores = [[float(r["update"]), float(r["score"])] for r in rl_rows(run_dirs(workdir, "td3bc__5")[-1])
+              if r["score"]]  # fmt: skip
+    assert drawn[0]["this run (td3bc)"] == scores
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "final99_maze2d-umaze.json").write_text('{"td3bc": {"mean_cu')
+    monkeypatch.setattr(T, "__file__", str(tmp_path / "train_offline.py"))
+    assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "5") == 0
+    assert list(drawn[1]) == ["this run (td3bc)"]
+
+
 def test_dydiff_and_td3bc_start_from_the_same_networks(workdir, monkeypatch):
     """A paired comparison: with the same --seed both algorithms build the same initial actor and
     critics, whatever pretraining drew from the random generator before."""
@@ -2116,6 +2137,7 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
     diff = table["dydiff"]["final_minus_td3bc"]
     assert diff["seeds"] == [0, 1, 2] and diff["mean"] == pytest.approx(11 / 3)  # seed 3 unpaired
     assert table["dydiff"]["best_minus_td3bc"]["mean"] == pytest.approx(22 / 3)  # best: 2 x final
+    assert table["td3bc"]["mean_curve"] == [[u, pytest.approx(14 + u)] for u in range(1, 7)]
     record = json.loads((folder / "dydiff_seed0.json").read_text())
     assert record["run_dir"] == "runs/dydiff0"  # relative to the repository
     assert (tmp_path / "results" / "g_maze2d-umaze.json").exists()
@@ -2147,7 +2169,7 @@ def test_scores_refuses_the_flags_it_sets_itself(monkeypatch, capsys):
 def test_scores_collects_the_run_folder_its_run_added(tmp_path, monkeypatch):
     """The run folder is the one folder the run added to its --out (scores.py's --out comes last,
     so it wins), even when an older run there looks newer by date; no new folder is an error,
-    never another run's folder."""
+    never another run's folder; a run stopped before its end is resumed, not started again."""
     monkeypatch.setattr(SC, "ROOT", tmp_path)
     out = Path("runs") / "g" / "maze2d-umaze" / "td3bc_seed0"
     older = tmp_path / out / "maze2d-umaze__td3bc__0__0101-0000_old"
@@ -2168,6 +2190,12 @@ def test_scores_collects_the_run_folder_its_run_added(tmp_path, monkeypatch):
     monkeypatch.setattr(SC, "subprocess", types.SimpleNamespace(run=nothing))
     with pytest.raises(RuntimeError, match="expected one new run folder, found 0"):
         SC.run_one("maze2d-umaze", "td3bc", 0, 1, [], out)
+    (made[1] / "checkpoint.pt").touch()  # stopped before its end: the same command continues it
+    ran = []
+    monkeypatch.setattr(SC, "subprocess", types.SimpleNamespace(run=lambda cmd, cwd, **kw: ran.append(
+        cmd) or types.SimpleNamespace(returncode=0)))
+    assert SC.run_one("maze2d-umaze", "td3bc", 0, 1, ["--smoke"], out) == made[1]
+    assert ran[0][1:] == ["train_offline.py", "--resume", str(out / made[1].name)]
 
 
 spec = importlib.util.spec_from_file_location("speed", HERE / "benchmarks/speed.py")

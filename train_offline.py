@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import ast  # literal_eval reads --predict-epsilon True, --unet-dim-mults 1,2,4
 import contextlib
-import csv
 import dataclasses
 import hashlib
 import inspect
@@ -38,7 +37,7 @@ from tqdm import tqdm
 
 import dydiff
 from scripts import pointmaze_dataset as pointmaze  # also registers the PointMaze envs
-from scripts.files import atomic_write, file_lock, fingerprint, read_cached
+from scripts.files import atomic_write, file_lock, fingerprint, read_cached, write_csv
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -202,7 +201,6 @@ def evaluate(policy, dataset: minari.MinariDataset, n_episodes: int, seed: int) 
 
 
 # ---- Command line: fixed flags plus one flag per dydiff.Config field ------------------------------
-MAX_DATASET_SIZE = 10_000_000  # maze steps --dataset-size may ask for
 THREADS = max(1, (os.cpu_count() or 2) // 2)  # half the cores: two runs share a machine (docs)
 SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, rollout_every=100,
              dm_steps=50, mlp_width=64, model_epoch_steps=20, model_max_epochs=2, unet_dim=8)  # fmt: skip
@@ -250,9 +248,9 @@ def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
         raise UserError(f"--device {cfg.device}: {str(e).splitlines()[0]}") from None
     except ValueError as e:
         raise UserError(f"invalid setting: {e}") from None
-    if args.dataset_size is not None and not cfg.horizon <= args.dataset_size <= MAX_DATASET_SIZE:
+    if args.dataset_size is not None and not cfg.horizon <= args.dataset_size <= 10_000_000:
         raise UserError(f"invalid setting: --dataset-size must be in [horizon={cfg.horizon}, "
-                        f"{MAX_DATASET_SIZE:,}] (10x the official sets)")  # fmt: skip
+                        f"10,000,000] (10x the official sets)")  # fmt: skip
     for folder in (args.out, args.cache):
         try:
             Path(folder).mkdir(parents=True, exist_ok=True)
@@ -322,8 +320,7 @@ def read_run(run_dir) -> dict:
     named in "defaulted"), trainer, rng, rows, times, models (files). Else a UserError."""
     load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
     ckpt = read_cached(Path(run_dir, "checkpoint.pt"), load, log=lambda m: None)
-    parts = {"args", "trainer", "rng", "rows", "times", "models"}
-    if not isinstance(ckpt, dict) or parts - set(ckpt):
+    if not isinstance(ckpt, dict) or {"args", "trainer", "rng", "rows", "times", "models"} - set(ckpt):
         raise UserError(f"{run_dir}: no checkpoint.pt of this version there")
     defaults = vars(parse_args([]))
     ckpt["defaulted"] = [k for k in defaults if k not in ckpt["args"]]
@@ -408,14 +405,7 @@ def train(args: argparse.Namespace) -> None:
         atomic_write(run_dir / "checkpoint.pt", lambda tmp: torch.save(state, tmp))
         actors = {k: getattr(trainer.agent, k).state_dict() for k in ("actor", "actor_target")}
         atomic_write(run_dir / "actors" / f"{trainer.updates}.pt", lambda t: torch.save(actors, t))
-
-        def write_csv(tmp: Path) -> None:
-            with tmp.open("w", newline="") as f:
-                columns = list(dict.fromkeys(k for row in rows for k in row))  # in order of use
-                (w := csv.DictWriter(f, columns)).writeheader()
-                w.writerows(rows)
-
-        atomic_write(run_dir / "metrics.csv", write_csv)
+        write_csv(run_dir / "metrics.csv", rows)
 
     def log(update: int, metrics: dict) -> None:
         rows.append({"update": update, "phase": "rl", "time": round(time.time() - start)} | metrics)
@@ -452,8 +442,15 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files) -> N
     }  # fmt: skip
     atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([r["update"] for r in evals], [r["score" if scores else "return"] for r in evals], "o-")
+    for path in sorted(Path(__file__).parent.glob(f"results/final*_{args.env}.json"))[-1:] * bool(scores):
+        with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):  # never fatal
+            for algo, row in json.loads(path.read_text()).items():  # behind: the final comparison
+                ax.plot(*zip(*row["mean_curve"]), lw=3, alpha=0.5, label=f"{algo}: mean of "
+                        f"{len(row['seeds'])} seeds, results/{path.name}")  # fmt: skip
+    ax.plot([r["update"] for r in evals], [r["score" if scores else "return"] for r in evals], "ko-",
+            label=f"this run ({args.algo})")  # fmt: skip
     ax.set(xlabel="updates", ylabel="normalised score" if scores else "return", title=run_dir.name)
+    ax.legend(fontsize=7)
     save_figure(fig, run_dir / "learning_curve.png")
     if task.maze and trainer.models:
         plot_maze_trajectories(trainer, dataset, data, run_dir / "trajectories.png")

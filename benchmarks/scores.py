@@ -11,8 +11,9 @@ parser before any run; but scores.py owns each run's folder and seed, so --out, 
 --algo are refused (use --seeds and --algos). Each run is the ordinary command
 `python train_offline.py ... --env E --algo A --seed S --threads T --out OUT` with its own
 OUT = runs/<group>/<env>/<label>_seed<S>/ (log.txt in it); its run folder is the one folder the run
-added to OUT. Its summary and learning curve go to
-results/<group>/<env>/<label>_seed<S>.json as soon as it ends. The aggregate,
+added to OUT; a run stopped before its end there (checkpoint.pt, no summary.json) is continued
+with --resume instead, so long runs span sessions by the same command run again. Its summary and
+learning curve go to results/<group>/<env>/<label>_seed<S>.json as soon as it ends. The aggregate,
 results/<group>_<env>.json and .png (and a table printed as markdown), reports per label the mean
 and SAMPLE standard deviation over seeds of the final score (the last evaluation), of the mean of
 the last five evaluations and of the best evaluation, and for every label against --baseline the
@@ -44,13 +45,18 @@ def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], out:
     cmd = ["train_offline.py", *extra, "--env", env, "--algo", algo, "--seed", str(seed),
            "--threads", str(threads), "--out", str(out)]  # fmt: skip
     log, before = ROOT / out / "log.txt", run_dirs(ROOT / out)
+    stopped = [d for d in before  # stopped before its end: a checkpoint, no summary
+               if (d / "checkpoint.pt").exists() and not (d / "summary.json").exists()]
+    if len(stopped) == 1:  # a run stopped (at the end of a session, say): it goes on, exactly
+        cmd = ["train_offline.py", "--resume", str(stopped[0].relative_to(ROOT))]
+        print(f"{out}: resuming {stopped[0].name}", flush=True)
     start = time.time()
     with log.open("a") as f:
         code = subprocess.run([sys.executable, *cmd], cwd=ROOT, stdout=f, stderr=f).returncode
     print(f"{out}: exit {code} after {time.time() - start:.0f} s", flush=True)
     if code != 0:
         raise RuntimeError(f"python {' '.join(cmd)} failed; see {out / 'log.txt'}")
-    return new_run_dir(ROOT / out, before)
+    return stopped[0] if len(stopped) == 1 else new_run_dir(ROOT / out, before)
 
 
 def run_dirs(out: Path) -> set[Path]:
@@ -155,6 +161,9 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
             v = np.array([f(by_seed[s]) for s in row["seeds"]])
             std = float(v.std(ddof=1)) if len(v) > 1 else None
             row |= {f"{m}_mean": float(v.mean()), f"{m}_std": std, f"{m}_per_seed": v.tolist()}
+        curves = [by_seed[s]["curve"] for s in row["seeds"]]  # mean curve: the driver's picture
+        row["mean_curve"] = [[c[0], float(np.mean([r[i][1] for r in curves]))]
+                             for i, c in enumerate(curves[0][: min(map(len, curves))])]  # fmt: skip
         minutes = [by_seed[s]["phase_seconds"]["rl"] / 60 for s in row["seeds"]]  # not data, models
         row["rl_minutes_per_run"] = float(np.mean(minutes))
         if label != baseline and baseline in runs:

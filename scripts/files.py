@@ -2,7 +2,7 @@
 data scripts share.
 
 - file_lock: one process at a time makes a dataset, an array cache or a model; others wait.
-- atomic_write: write to a temporary name, then rename.
+- atomic_write: write to a temporary name, then rename (write_csv: a table of rows so).
 - read_cached: a cached file, or None when it is missing or corrupt (the caller rebuilds it).
 - fingerprint: the key of a cached artefact, a hash of the code that makes it (every function or
   class of this repository it names, transitively), the settings that code reads, and its data.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import csv
 import dataclasses
 import hashlib
 import inspect
@@ -67,6 +68,17 @@ def atomic_write(path: Path, write) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    """The dicts `rows` as a CSV table, written atomically; columns in order of first use."""
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            (w := csv.DictWriter(f, list(dict.fromkeys(k for row in rows for k in row)))).writeheader()
+            w.writerows(rows)
+
+    atomic_write(path, write)
 
 
 def read_cached(path: Path, read, log=print):
