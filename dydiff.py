@@ -577,8 +577,7 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
     s_{i+1} was sampled under the PREVIOUS round's actions and averaged with another path (an
     average of two paths is no path: it can cut a wall's corner): it is not a simulator step.
     """
-    states = [s0]
-    actions = []
+    states, actions = [s0], []
     for _ in range(horizon - 1):
         actions.append(policy(states[-1]))
         states.append(dynamics.predict(states[-1], actions[-1]))
@@ -593,7 +592,8 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
 
 def clip_to_data(states: torch.Tensor, s0: torch.Tensor, norm: Normalizer) -> torch.Tensor:
     """Injected states [N, H, S] inside the data's [min, max] (the limits the DM was fitted on),
-    as the authors' unnormaliser leaves them, with row 0 exactly the real s0."""
+    as the authors' unnormaliser leaves them, with row 0 exactly the real s0. The limits cover the
+    terminal states (only next observations): without them no synthetic hopper falls (departure 10)."""
     n_s = states.shape[-1]
     lo, hi = (norm.shift - norm.scale)[:n_s], (norm.shift + norm.scale)[:n_s]
     return torch.cat([s0[:, None], states[:, 1:].clamp(lo, hi)], 1)
@@ -712,13 +712,13 @@ def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable |
 def train_diffusion(data: dict, cfg: Config, log: Callable | None = None, log_every: int = 100):
     """The DM trained on every H-step window of [state, action] rows inside an episode."""
     s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-    rows = np.concatenate([data["observations"], data["actions"]], 1)
-    rows = torch.as_tensor(rows, dtype=torch.float32, device=cfg.device)
+    rows, ends = (torch.as_tensor(np.concatenate([data[k], data["actions"]], 1), dtype=torch.float32,
+                                  device=cfg.device) for k in ("observations", "next_observations"))
     starts = torch.as_tensor(window_starts(data["episode_ids"], cfg.horizon), device=cfg.device)
     if len(starts) == 0:
         raise ValueError(f"no episode is at least horizon={cfg.horizon} steps long")
     dm = build_diffusion(cfg, s_dim, a_dim)
-    dm.norm.fit_limits(rows)
+    dm.norm.fit_limits(torch.cat([rows, ends]))  # all states: terminal ones are only in ends
     mask = dm.condition_mask(s_dim)
     offsets = torch.arange(cfg.horizon, device=cfg.device)
     opt = torch.optim.Adam(dm.denoiser.parameters(), lr=cfg.dm_lr)

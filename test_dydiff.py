@@ -255,6 +255,18 @@ def test_diffusion_learns_linear_dynamics():
     assert err_trained < 0.2 * err_untrained, (err_trained, err_untrained)  # seen: ~0.02x
 
 
+def test_injected_states_can_reach_a_terminal_state_of_the_data():
+    """A terminal state is in the data as a next observation only, outside the observations' range
+    (a fallen hopper is lower than any hopper still standing). The DM's limits cover it, so policy
+    injection's clip leaves it as it is: a synthetic trajectory can end as the data's end."""
+    data = linear_data(n_episodes=4, ep_len=10, noise=0.01)
+    data["next_observations"][9, 0] = data["observations"][:, 0].min() - 5  # episode 0's end
+    dm = D.train_diffusion(data, tiny_cfg(horizon=8, dm_steps=1))
+    fallen = torch.as_tensor(data["next_observations"][9]).expand(2, 8, S_DIM)
+    clipped = D.clip_to_data(fallen, torch.as_tensor(data["observations"][:2]), dm.norm)
+    assert torch.allclose(clipped[:, 1:], fallen[:, 1:], atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------------------
 # Dynamics ensemble
 # ------------------------------------------------------------------------------------------------
