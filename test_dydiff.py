@@ -2074,6 +2074,22 @@ def test_rollout_error_on_hopper(hopper_root, tmp_path, monkeypatch):
     assert not (tmp_path / "policy_injection_smoke.png").exists()  # a maze picture
 
 
+def test_rollout_error_counts_the_hoppers_that_fell():
+    """Per method, the share of trajectories that ended (a state the termination rule calls
+    fallen) by step H - 1, whatever they do after; the simulator's: those that stopped (NaN)."""
+    standing = np.zeros((2, 5, 11), np.float32)
+    standing[:, :, 0] = 1.25  # height
+    fell = standing.copy()
+    fell[0, 2, 0] = 0.6  # trajectory 0 falls at step 2 (then stands again: still fallen)
+    sim = standing.copy()
+    sim[1, 3:] = np.nan
+    done_fn = T.termination_fn(T.Task("local/hopper/medium-replay-v0"))
+    out = RE.measure(sim, [standing, fell, fell, fell, fell], None, 2, done_fn)
+    assert out["simulator"]["fallen"] == 0.5 and out[RE.label(0)]["fallen"] == 0.0
+    assert out[RE.label(2)]["fallen"] == 0.5
+    assert "fallen" not in RE.measure(sim, [fell] * 5, None, 2)[RE.label(2)]  # mazes: no rule
+
+
 spec = importlib.util.spec_from_file_location("critic", HERE / "benchmarks/critic_study.py")
 CS = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(CS)

@@ -136,18 +136,25 @@ def label(m: int) -> str:
     return "dynamics (single-step)" if m == 0 else f"DyDiff M={m}"
 
 
-def measure(sim: np.ndarray, rounds: list, maze, iterations: int) -> dict:
+def measure(sim: np.ndarray, rounds: list, maze, iterations: int, done_fn=None) -> dict:
     """Per-step MSE against the simulator (over the start states still alive there) and, in
-    mazes, the share of states inside walls, per method."""
+    mazes, the share of states inside walls, per method; with done_fn (Hopper: the driver's
+    termination rule), the share of trajectories that have ended (fallen) by step H - 1."""
     walls = (lambda states: float(in_walls(states[:, 1:], maze).mean())) if maze else None
     out = {"simulator": {"in_walls": walls(sim)} if maze else {}}
     alive = np.isfinite(sim).all(2)  # [N, H]
     out["simulator"]["alive"] = alive.mean(0).tolist()
+    if done_fn:
+        out["simulator"]["fallen"] = 1 - float(alive[:, -1].mean())
     for m in sorted({0, 1, iterations, 4}):
         err = np.where(alive, ((rounds[m] - np.nan_to_num(sim)) ** 2).mean(2), 0.0)
         out[label(m)] = {"mse": (err.sum(0) / np.maximum(alive.sum(0), 1)).tolist()}
         if maze:
             out[label(m)]["in_walls"] = walls(rounds[m])
+        if done_fn:
+            n, h, s = rounds[m][:, 1:].shape
+            done = done_fn(torch.as_tensor(rounds[m][:, 1:]).reshape(-1, s)).reshape(n, h)
+            out[label(m)]["fallen"] = float(done.any(1).float().mean())
     return out
 
 
@@ -238,6 +245,8 @@ def print_table(results: dict, h: int, iterations: int) -> None:
         else:
             print(f"  simulated hoppers still up at h = {h - 1}: "
                   f"{methods['simulator']['alive'][-1]:.0%} (the MSE is over those)")  # fmt: skip
+            print(f"  fallen by h = {h - 1}: " + ", ".join(
+                f"{k} {r['fallen']:.0%}" for k, r in methods.items()))  # fmt: skip
         below = f"stays below it from h = {cross} on" if cross else "does not stay below it"
         print(f"  DyDiff M={iterations} against the single-step model: {below}")
 
@@ -272,7 +281,7 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
         sim = simulate(env, policy, s0, h, cfg.device, args.seed)
         start = torch.as_tensor(s0, device=cfg.device)
         rounds = injection_rounds(start, policy, models, h, max(4, cfg.iterations), args.seed)
-        results[name] = measure(sim, rounds, maze, cfg.iterations)
+        results[name] = measure(sim, rounds, maze, cfg.iterations, drv.termination_fn(task))
         if name == shown and maze:  # the picture: the 4 start states where the single-step model drifts
             drift = np.linalg.norm(rounds[0][:, -1, :2] - sim[:, -1, :2], axis=1)  # most at step H
             picks = np.argsort(-drift)[:4]  # (the title says so: they are not typical)
