@@ -442,9 +442,10 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files) -> N
     }  # fmt: skip
     atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     fig, ax = plt.subplots(figsize=(6, 4))
-    for path in sorted(Path(__file__).parent.glob(f"results/final*_{args.env}.json"))[-1:] * bool(scores):
+    finals = sorted(Path(__file__).parent.glob(f"results/final*_{args.env}.json"))[-1:]
+    for path in finals if scores else []:  # behind the run: the task's final comparison, if any
         with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):  # never fatal
-            for algo, row in json.loads(path.read_text()).items():  # behind: the final comparison
+            for algo, row in json.loads(path.read_text()).items():
                 ax.plot(*zip(*row["mean_curve"]), lw=3, alpha=0.5, label=f"{algo}: mean of "
                         f"{len(row['seeds'])} seeds, results/{path.name}")  # fmt: skip
     ax.plot([r["update"] for r in evals], [r["score" if scores else "return"] for r in evals], "ko-",
