@@ -59,6 +59,7 @@ class Task:
     dense: bool = False  # dense maze reward exp(-distance)
     eval_episodes: int = 10  # episodes per evaluation
     updates: int = 100_000  # TD3+BC updates
+    dm_steps: int = 20_000  # DM training steps (on Hopper 5,000 leave the DM the weak link: docs)
 
 
 TASKS = {  # Minari's MuJoCo sets are Gymnasium v5 data, NOT D4RL's hopper-medium-v2 and so on
@@ -78,7 +79,8 @@ def resolve_task(name: str) -> Task:
     maze = dataset_id.rsplit("/", 1)[-1].split("-")[0]
     if "pointmaze/" not in dataset_id or maze not in pointmaze.MAZES:
         return Task(dataset_id)
-    return Task(dataset_id, maze, "-dense" in dataset_id, eval_episodes=50, updates=50_000)
+    return Task(dataset_id, maze, "-dense" in dataset_id, eval_episodes=50, updates=50_000,
+                dm_steps=5_000)
 
 
 # ---- Data ----------------------------------------------------------------------------------------
@@ -237,7 +239,7 @@ def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
         if getattr(args, flag) is not None and not low <= getattr(args, flag) < 2**32:
             raise UserError(f"invalid setting: --{flag.replace('_', '-')} must be in [{low}, 2^32)")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(dydiff.Config)[1:]}
-    values = {"updates": task.updates} | (SMOKE if args.smoke else {})
+    values = {"updates": task.updates, "dm_steps": task.dm_steps} | (SMOKE if args.smoke else {})
     values |= {k: v for k, v in given.items() if v is not None}
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = dydiff.Config(device=auto if args.device == "auto" else args.device, **values)
