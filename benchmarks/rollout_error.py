@@ -57,6 +57,7 @@ def sac_policy(device: str):
 
     folder = drv.get_dataset_path(mujoco_dataset.local_dataset_id("medium-replay"))
     actor = SAC.load(Path(folder) / mujoco_dataset.POLICY_FILE, device=device).actor
+
     def policy(states: torch.Tensor) -> torch.Tensor:  # [..., S] -> [..., A]
         flat = states.reshape(-1, states.shape[-1])  # SB3 flattens all but the first dimension
         return actor(flat, deterministic=True).detach().reshape(*states.shape[:-1], -1)
@@ -277,11 +278,12 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     rng = np.random.default_rng(args.seed)
     s0 = data["observations"][rng.choice(len(data["observations"]), n, replace=False)]
     results, shown = {}, TRAINED if own.policy_run else next(iter(policies))
+    done_fn = drv.termination_fn(task)  # Hopper's rule: which rollouts have fallen; mazes: None
     for name, policy in policies.items():
         sim = simulate(env, policy, s0, h, cfg.device, args.seed)
         start = torch.as_tensor(s0, device=cfg.device)
         rounds = injection_rounds(start, policy, models, h, max(4, cfg.iterations), args.seed)
-        results[name] = measure(sim, rounds, maze, cfg.iterations, drv.termination_fn(task))
+        results[name] = measure(sim, rounds, maze, cfg.iterations, done_fn)
         if name == shown and maze:  # the picture: the 4 start states where the single-step model drifts
             drift = np.linalg.norm(rounds[0][:, -1, :2] - sim[:, -1, :2], axis=1)  # most at step H
             picks = np.argsort(-drift)[:4]  # (the title says so: they are not typical)
@@ -300,8 +302,8 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     text = json.dumps(record, indent=1)
     drv.atomic_write(out / f"rollout_error{tag}.json", lambda tmp: tmp.write_text(text))
     print_table(results, h, cfg.iterations)
-    print(f"\nwrote {out}/rollout_error{tag}.json, .png"
-          + f" and {out}/policy_injection{tag}.png" * bool(maze))  # fmt: skip
+    injection = f" and {out}/policy_injection{tag}.png" if maze else ""
+    print(f"\nwrote {out}/rollout_error{tag}.json, .png{injection}")
 
 
 def main(argv: list[str] | None = None) -> None:
