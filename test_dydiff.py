@@ -1490,13 +1490,16 @@ def test_resolve_task():
 
 
 def test_task_defaults_then_flags(tmp_path):
-    """Per task: mazes 50,000 updates and a DM of 5,000 steps, MuJoCo 100,000 and 20,000 (Hopper's
-    DM was the weak link at 5,000); a flag wins over the task, --smoke over both but flags."""
+    """Per task: umaze 50,000 updates, the larger mazes 125,000, a DM of 5,000 steps; MuJoCo 100,000
+    and 20,000 (Hopper's DM was the weak link at 5,000); a flag wins over the task, --smoke over both
+    but flags."""
     def cfg(*flags):
         args = T.parse_args([*flags, "--out", str(tmp_path), "--cache", str(tmp_path)])
         return T.make_config(args, T.resolve_task(args.env))
 
     assert (cfg().updates, cfg().dm_steps) == (50_000, 5_000)
+    medium = cfg("--env", "maze2d-medium")
+    assert (medium.updates, medium.dm_steps) == (125_000, 5_000)
     hopper = cfg("--env", "hopper-medium-replay")
     assert (hopper.updates, hopper.dm_steps) == (100_000, 20_000)
     assert cfg("--env", "hopper-medium-replay", "--dm-steps", "7").dm_steps == 7

@@ -79,8 +79,8 @@ def resolve_task(name: str) -> Task:
     maze = dataset_id.rsplit("/", 1)[-1].split("-")[0]
     if "pointmaze/" not in dataset_id or maze not in pointmaze.MAZES:
         return Task(dataset_id)
-    return Task(dataset_id, maze, "-dense" in dataset_id, eval_episodes=50, updates=50_000,
-                dm_steps=5_000)
+    return Task(dataset_id, maze, "-dense" in dataset_id, eval_episodes=50, dm_steps=5_000,
+                updates=50_000 if maze == "umaze" else 125_000)  # larger mazes: docs/results.md
 
 
 # ---- Data ----------------------------------------------------------------------------------------
