@@ -12,7 +12,8 @@ For each run folder (its checkpoint.pt, read by train_offline.read_run, and conf
   share of transitions the model calls rewarding (prediction > 0.5) that are not;
 - how old the synthetic rows are, in synthesis rounds (FIFO capacity / transitions kept per round);
 - how physical the transitions are: the RMS of xy' - xy - dt v' (the position change against the
-  next velocity, dt fitted on the data by least squares), for the data and the synthetic buffer;
+  next velocity, dt fitted on the data by least squares), for the data and the synthetic buffer,
+  and the share of synthetic next states inside a wall (rollout_error.in_walls);
 - whether the critic over-estimates: at the start states of the evaluation episodes (reset with
   train_offline.EVAL_SEED + k), Q1(s, pi(s)) against the discounted return of maze_reward the
   policy really gets from there in the simulator over 600 steps (the time limit ignored; 0.99^600
@@ -33,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import dydiff  # noqa: E402
 import train_offline as T  # noqa: E402
+from benchmarks.rollout_error import in_walls  # noqa: E402
 from scripts import pointmaze_dataset as pointmaze  # noqa: E402
 
 
@@ -78,12 +80,14 @@ def study(run_dir: Path) -> dict:
         true = torch.as_tensor(pointmaze.maze_reward(synthetic["next_states"][:, :2].numpy(), env))
         pred = synthetic["rewards"][:, 0]
         kept = float(last["kept_transitions"])
+        walls = in_walls(synthetic["next_states"].numpy(), env.unwrapped.maze)
         out |= {
             "reward_pred_mean": pred.mean().item(), "reward_true_mean": true.mean().item(),
             "false_reward_share": ((pred > 0.5) & (true < 0.5)).float().sum().item()
             / max(1.0, (pred > 0.5).float().sum().item()),
             "buffer_age_rounds": config.synthetic_capacity / max(kept, 1.0),
             "physics_rms_synthetic": physics_rms(synthetic["states"], synthetic["next_states"], dt),
+            "in_walls_synthetic": float(walls.mean()),
         }  # fmt: skip
     env.close()
     return out
