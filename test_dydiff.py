@@ -2323,6 +2323,7 @@ def test_critic_study_reads_a_run_through_the_driver(dydiff_run, tmp_path, monke
     row = CS.study(dydiff_run)
     assert (row["algo"], row["seed"]) == ("dydiff", 21) and row["reward_true_mean"] == 1.0
     assert 0.0 <= row["in_walls_synthetic"] <= 1.0
+    assert row["lambda_last_10k"] > 0.0  # alpha / mean|Q|
     assert row["return_start"] == pytest.approx((1 - 0.99**5) / 0.01)
     old = tmp_path / dydiff_run.name
     old.mkdir()

@@ -5,6 +5,7 @@ development seeds; on the final runs this only describes what happened).
 
 For each run folder (its checkpoint.pt, read by train_offline.read_run, and config.json) it reports:
 - the critic loss: at the first log, its maximum, at the end;
+- the weight of the Q term, lambda = alpha / mean|Q|, averaged over the last 10,000 updates;
 - the mean Q1(s, pi(s)) on real and on synthetic states at the end (q_real, q_synthetic);
 - the reward model's optimism on the synthetic transitions in the checkpoint's buffer: the mean
   reward it predicted against the true reward of the same transition (maze_reward of
@@ -67,6 +68,8 @@ def study(run_dir: Path) -> dict:
         "run": run_dir.name, "algo": args["algo"], "seed": args["seed"],
         "critic_loss_first": critic[0], "critic_loss_max": max(critic),
         "critic_loss_end": critic[-1],
+        "lambda_last_10k": float(np.mean(
+            [r["lambda"] for r in rl if r["update"] > last["update"] - 10_000])),
         "final_score": float(next(r["score"] for r in reversed(rl) if "score" in r)),
     }  # fmt: skip
     for k in ("q_real", "q_synthetic"):
