@@ -22,7 +22,7 @@ local/hopper/medium-v0 (the SAC policy is kept beside the medium-replay data, so
 again from it). Safe when two runs start at once (the second waits, then uses the data) and when one
 is interrupted (a dataset without its reference scores, written last, is made again).
 
-    python scripts/mujoco_dataset.py [--seed 0] [--target 1400] [--medium-steps 1000000]
+    python scripts/mujoco_dataset.py [--level medium-replay] [--seed 0] [--target 1400] [--medium-steps 1000000]
 """
 
 from __future__ import annotations
@@ -200,6 +200,8 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.error = lambda message: parser.exit(2, f"error: {message}\n")  # one line, no usage
+    parser.add_argument("--level", choices=("medium-replay", "medium"), default="medium-replay",
+                        help="medium-replay (what the results use) or also medium (+22 min)")
     parser.add_argument("--seed", type=int, default=0, help="seed of SAC, the envs and the sampling")
     parser.add_argument("--target", type=float, default=1400.0, help="medium level: eval return")
     parser.add_argument("--max-steps", type=int, default=1_000_000, help="SAC steps at most")
@@ -214,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be at least {low}")
     torch.set_num_threads(args.threads)
     try:
-        dataset = load_or_generate("medium", args.seed, args.target, args.max_steps,
+        dataset = load_or_generate(args.level, args.seed, args.target, args.max_steps,
                                    args.eval_every, args.learning_starts, args.medium_steps)  # fmt: skip
     except OSError as e:
         parser.error(f"cannot write the datasets ({e}); set MINARI_DATASETS_PATH")
@@ -222,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: a dataset without its reference scores is made again next time",
               file=sys.stderr)  # fmt: skip
         return 130
-    for level in ("medium-replay", "medium"):
-        d = dataset if level == "medium" else minari.load_dataset(local_dataset_id(level))
+    for level in ("medium-replay", "medium")[: 1 + (args.level == "medium")]:
+        d = dataset if level == args.level else minari.load_dataset(local_dataset_id(level))
         meta = d.storage.metadata
         made = f"(seed {args.seed}" in meta["description"]
         print(f"{d.spec.dataset_id}: {d.total_episodes:,} episodes, {d.total_steps:,} steps; "
