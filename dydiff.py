@@ -391,9 +391,11 @@ class EnsembleMLP(nn.Sequential):
     model as an ensemble of one (so both train with the same fit_with_holdout)."""
 
     def __init__(self, n_members: int, d_in: int, d_out: int, hidden: int, n_layers: int, act):
-        dims = [d_in] + [hidden] * n_layers
-        hidden_layers = [(EnsembleLinear(n_members, a, b), act()) for a, b in zip(dims, dims[1:])]
-        super().__init__(*sum(hidden_layers, ()), EnsembleLinear(n_members, dims[-1], d_out))
+        layers, width = [], d_in
+        for _ in range(n_layers):  # hidden layers, each followed by the activation
+            layers += [EnsembleLinear(n_members, width, hidden), act()]
+            width = hidden
+        super().__init__(*layers, EnsembleLinear(n_members, width, d_out))
         self.n_members = n_members
 
 
@@ -482,19 +484,24 @@ def build_reward_model(cfg: Config, state_dim: int, action_dim: int) -> RewardMo
 
 # ---- 5. TD3+BC ------------------------------------------------------------------------------------
 class Saved:
-    """state_dict() and load_state_dict() over the attributes named in `saved` (for --resume):
-    those with a state_dict of their own (networks, optimisers, buffers) by it, others as values."""
+    """A checkpoint (for --resume) of the attributes named in the subclass's tuple `saved`:
+    networks, optimisers and buffers by their own state_dict, plain values as they are."""
+
+    saved: tuple[str, ...] = ()
 
     def state_dict(self) -> dict:
-        items = ((k, getattr(self, k)) for k in self.saved.split())
-        return {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in items}
+        out = {}
+        for name in self.saved:
+            value = getattr(self, name)
+            out[name] = value.state_dict() if hasattr(value, "state_dict") else value
+        return out
 
     def load_state_dict(self, d: dict) -> None:
-        for k in self.saved.split():
-            if hasattr(getattr(self, k), "load_state_dict"):
-                getattr(self, k).load_state_dict(d[k])
+        for name in self.saved:
+            if hasattr(getattr(self, name), "load_state_dict"):
+                getattr(self, name).load_state_dict(d[name])
             else:
-                setattr(self, k, d[k])
+                setattr(self, name, d[name])
 
 
 def mlp(d_in: int, d_out: int, hidden: int = 256) -> nn.Sequential:
@@ -510,6 +517,9 @@ class TD3BC(Saved):
     with the dataset's statistics; actions are assumed to lie in [-1, 1]. Departure 3: the
     authors' DyDiff+TD3BC has a tanh-Gaussian actor and halves the critic and BC losses.
     """
+
+    saved = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_opt",
+             "critic_opt", "state_norm", "n_updates")  # fmt: skip
 
     def __init__(self, state_dim: int, action_dim: int, state_norm: Normalizer, cfg: Config):
         self.cfg, self.state_norm = cfg, state_norm.to(cfg.device)
@@ -561,7 +571,6 @@ class TD3BC(Saved):
         """Deterministic actions for raw states [..., S]."""
         return self.actor(self.state_norm(states))
 
-    saved = "actor q1 q2 actor_target q1_target q2_target actor_opt critic_opt state_norm n_updates"
 
 
 # ---- 6. DyDiff rollout: policy injection and reward filtering -------------------------------------
@@ -631,8 +640,10 @@ def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, termi
     keep = filter_trajectories(returns, cfg.keep_ratio, cfg.filter, cfg.temperature)
     v = valid[keep]
     parts = dict(states=s, actions=a, rewards=rewards, next_states=s2, dones=dones.float())
+    fallen = dones.any(1).float()  # trajectories that reached a terminal state
     stats = dict(kept_trajectories=len(keep), kept_transitions=int(v.sum()),
-                 return_kept=returns[keep].mean().item(), return_all=returns.mean().item())  # fmt: skip
+                 return_kept=returns[keep].mean().item(), return_all=returns.mean().item(),
+                 fallen_all=fallen.mean().item(), fallen_kept=fallen[keep].mean().item())  # fmt: skip
     return {k: x[keep][v] for k, x in parts.items()}, stats
 
 
@@ -712,8 +723,11 @@ def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable |
 def train_diffusion(data: dict, cfg: Config, log: Callable | None = None, log_every: int = 100):
     """The DM trained on every H-step window of [state, action] rows inside an episode."""
     s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-    rows, ends = (torch.as_tensor(np.concatenate([data[k], data["actions"]], 1), dtype=torch.float32,
-                                  device=cfg.device) for k in ("observations", "next_observations"))
+    def as_rows(states):  # [N, S + A]: each state beside the action taken there
+        rows = np.concatenate([states, data["actions"]], 1)
+        return torch.as_tensor(rows, dtype=torch.float32, device=cfg.device)
+
+    rows, ends = as_rows(data["observations"]), as_rows(data["next_observations"])
     starts = torch.as_tensor(window_starts(data["episode_ids"], cfg.horizon), device=cfg.device)
     if len(starts) == 0:
         raise ValueError(f"no episode is at least horizon={cfg.horizon} steps long")
@@ -748,6 +762,8 @@ class DyDiffTrainer(Saved):
     first, synthesise() turns rollout_batch_size real start states into filtered synthetic
     transitions in a FIFO buffer; every batch mixes real and synthetic rows by real_ratio."""
 
+    saved = ("agent", "synthetic", "updates", "last_rollout")  # models and real data never change
+
     def __init__(self, cfg: Config, data: dict, models: dict | None = None, terminal_fn=None):
         self.cfg, self.models, self.terminal_fn = cfg, models, terminal_fn
         (n, s_dim), a_dim = data["observations"].shape, data["actions"].shape[1]
@@ -763,7 +779,7 @@ class DyDiffTrainer(Saved):
 
     def rollout(self) -> dict:
         """One synthesis round into the synthetic buffer; returns its statistics."""
-        models = [self.models[k] for k in ("dynamics", "diffusion", "reward")]
+        models = [self.models.get(k) for k in ("dynamics", "diffusion", "reward")]  # M = 0: no DM
         s0 = self.real.sample(self.cfg.rollout_batch_size)["states"]
         new, stats = synthesise(s0, self.agent.act, *models, self.cfg, self.terminal_fn)
         self.synthetic.add(new)
@@ -808,7 +824,6 @@ class DyDiffTrainer(Saved):
                 out[name] = self.agent.q1(torch.cat([s, self.agent.actor(s)], -1)).mean().item()
         return out
 
-    saved = "agent synthetic updates last_rollout"  # the models and the real data do not change
 
 
 # ---- 8. Checking a Config -------------------------------------------------------------------------

@@ -61,6 +61,10 @@ class Task:
     updates: int = 100_000  # TD3+BC updates
     dm_steps: int = 20_000  # DM training steps (on Hopper 5,000 leave the DM the weak link: docs)
 
+    def settings(self) -> dict:
+        """The dydiff.Config fields this task sets over Config's defaults (its flags set them)."""
+        return {"updates": self.updates, "dm_steps": self.dm_steps}
+
 
 TASKS = {  # Minari's MuJoCo sets are Gymnasium v5 data, NOT D4RL's hopper-medium-v2 and so on
     **{f"maze2d-{m}{d}": f"D4RL/pointmaze/{m}{d}-v2" for m in pointmaze.MAZES for d in ("", "-dense")},
@@ -91,8 +95,15 @@ def load_dataset(task: Task, n_steps: int | None, log=print, regenerate=False):
     if n_steps is None and not regenerate:
         with contextlib.suppress(FileNotFoundError):
             return minari.load_dataset(task.dataset_id)
-        if task.dataset_id.startswith("local/hopper/"):  # our own data: its script makes it
-            raise UserError(f"{task.dataset_id} is not made yet: python scripts/mujoco_dataset.py")
+        if task.dataset_id.startswith("local/hopper/"):  # our own data: shipped, or its script
+            from scripts import mujoco_dataset  # (imports Stable-Baselines3)
+
+            try:  # medium-replay from data/, the results' own file, never a 40-minute SAC run
+                if task.dataset_id != mujoco_dataset.local_dataset_id("medium-replay"):
+                    raise FileNotFoundError(f"{task.dataset_id} is not made yet")
+                return mujoco_dataset.load_or_generate("medium-replay", sac=False, log=log)
+            except (FileNotFoundError, ValueError) as e:
+                raise UserError(f"{e}: python scripts/mujoco_dataset.py [--level medium]") from None
         folder = Path(get_dataset_path(task.dataset_id))
         if not (local and get_dataset_path(local).exists() or folder.exists()):
             log(f"{task.dataset_id} is not local; trying to download it")
@@ -209,9 +220,15 @@ SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, roll
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train DyDiff+TD3BC (or TD3+BC) on a Minari dataset.")
+    p = argparse.ArgumentParser(description="Train DyDiff+TD3BC (or TD3+BC) on a Minari dataset.",
+                                add_help=False)
+    task_sets = {}
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage
     p.add_argument("--env", default="maze2d-umaze", help="task (docs/details.md) or Minari dataset id")
+    env = p.parse_known_args(argv)[0].env  # (--help is answered below, with this task's values)
+    with contextlib.suppress(UserError):  # an unknown env is reported by train()
+        task_sets = resolve_task(env).settings()
+    p.add_argument("-h", "--help", action="help", help="show this help (with --env X: X's values)")
     p.add_argument("--algo", choices=("dydiff", "td3bc"), default="dydiff")
     p.add_argument("--seed", type=int, default=0, help="seed of the RL phase")
     p.add_argument("--model-seed", type=int, default=0, help="seed of the pretrained models")
@@ -229,7 +246,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for f in dataclasses.fields(dydiff.Config)[1:]:  # all but device (--device above)
         kind = type(f.default) if type(f.default) in (int, float, str) else ast.literal_eval
         text = helps.get(f.name, "").replace("%", "%%")  # argparse formats help with %
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=kind, help=f"{text} [{f.default}]")
+        value = f"{task_sets[f.name]} for {env}; Config: " if f.name in task_sets else ""
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=kind, help=f"{text} [{value}{f.default}]")
     return p.parse_args(argv)
 
 
@@ -239,8 +257,11 @@ def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
         if getattr(args, flag) is not None and not low <= getattr(args, flag) < 2**32:
             raise UserError(f"invalid setting: --{flag.replace('_', '-')} must be in [{low}, 2^32)")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(dydiff.Config)[1:]}
-    values = {"updates": task.updates, "dm_steps": task.dm_steps} | (SMOKE if args.smoke else {})
-    values |= {k: v for k, v in given.items() if v is not None}
+    task_sets = {k: v for k, v in task.settings().items() if given[k] is None}
+    values = task_sets | (SMOKE if args.smoke else {}) | {k: v for k, v in given.items() if v is not None}
+    if over := [f"{k}={v:,} (Config: {getattr(dydiff.Config, k):,})" for k, v in task_sets.items()
+                if v != getattr(dydiff.Config, k) and not (args.smoke and k in SMOKE)]:  # fmt: skip
+        print(f"{args.env} sets {', '.join(over)}; its flag sets it again")
     auto = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = dydiff.Config(device=auto if args.device == "auto" else args.device, **values)
     try:
@@ -276,6 +297,9 @@ def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict):
     models, their training curves and the files they are in. (Threads change float sums.)"""
     models, curves, files = {}, [], {}
     for name, (fit, _) in MODELS.items():
+        if name == "diffusion" and cfg.iterations == 0:  # M = 0: single-step rollouts only
+            print("--iterations 0: no diffusion model is trained or used")
+            continue
         start, curve = time.time(), []
         key = fingerprint([fit], cfg, data_key, args.model_seed, torch.__version__)
         path = Path(args.cache, "models", f"{name}__{key}__{torch.get_num_threads()}threads.pt")
@@ -428,19 +452,23 @@ def train(args: argparse.Namespace) -> None:
     finally:
         bar.close()
     times["rl"] = time.time() - start
-    finish(run_dir, args, task, rows, times, trainer, dataset, data, files)
+    finish(run_dir, args, task, rows, times, trainer, dataset, data, files, data_key)
 
 
-def finish(run_dir, args, task, rows, times, trainer, dataset, data, files) -> None:
-    """summary.json, the pictures and a one-screen summary."""
+def finish(run_dir, args, task, rows, times, trainer, dataset, data, files, data_key) -> None:
+    """summary.json (with every setting, the original command of a resumed run, and hashes of the
+    data and of each model's weights), the pictures and a one-screen summary."""
     evals = [r for r in rows if "score" in r]
+    command = json.loads((run_dir / "config.json").read_text())["command"]  # resumed: the first
+    hashes = {k: weights_hash(m) for k, m in (trainer.models or {}).items()} | {"data": data_key}
     scores = [r["score"] for r in evals if np.isfinite(r["score"])]  # NaN: no reference scores
     summary = {
         "env": args.env, "algo": args.algo, "seed": args.seed, "model_seed": args.model_seed,
         "updates": trainer.updates, "final_score": scores[-1] if scores else None,
         "best_score": max(scores, default=None), "final_return": evals[-1]["return"],
         "phase_seconds": {k: round(v, 1) for k, v in times.items()}, "smoke": args.smoke,
-        "commit": COMMIT, "command": " ".join(sys.argv), "model_files": files,
+        "commit": COMMIT, "command": command, "resumed_by": args.resume and " ".join(sys.argv),
+        "model_files": files, "hashes": hashes, "config": dataclasses.asdict(trainer.cfg),
     }  # fmt: skip
     atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -464,9 +492,15 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files) -> N
           + f"\nfiles: {run_dir}/ (metrics.csv, summary.json, learning_curve.png, checkpoint.pt)")  # fmt: skip
 
 
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha1 of a model's weights and buffers, in state_dict order: the same hash, the same model."""
+    weights = b"".join(t.cpu().numpy().tobytes() for t in model.state_dict().values())
+    return hashlib.sha1(weights).hexdigest()[:12]
+
+
 def plot_maze_trajectories(trainer, dataset, data: dict, path: Path, n: int = 12) -> None:
     """Real windows of the data beside DyDiff rollouts of the final policy from the same states."""
-    cfg, models = trainer.cfg, (trainer.models["dynamics"], trainer.models["diffusion"])
+    cfg, models = trainer.cfg, (trainer.models["dynamics"], trainer.models.get("diffusion"))
     starts = dydiff.window_starts(data["episode_ids"], cfg.horizon)
     starts = np.random.default_rng(0).choice(starts, min(n, len(starts)), replace=False)
     real = data["observations"][starts[:, None] + np.arange(cfg.horizon)]

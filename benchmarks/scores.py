@@ -19,7 +19,8 @@ and SAMPLE standard deviation over seeds of the final score (the last evaluation
 the last five evaluations and of the best evaluation, and for every label against --baseline the
 paired difference over the seeds both have, with a 95% bootstrap interval (resampling seeds).
 --with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
-DyDiff, whose M is the default 2, as "M=2" of the ablation), without copying their files.
+DyDiff, whose M is the default 2, as "M=2" of the ablation), without copying their files, and
+only on the seeds of this group's own runs (if it has any), so that every row covers the same seeds.
 """
 
 import argparse
@@ -142,11 +143,12 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
     runs: dict[str, dict[int, dict]] = {}
     for r in read_runs(group, env):
         runs.setdefault(r["label"], {})[r["seed"]] = r
+    seeds = {s for by_seed in runs.values() for s in by_seed}  # this group's; others are not added
     for spec in with_runs:  # "scores/dydiff=M=2": the runs labelled dydiff in results/scores/
         source, name = spec.split("=", 1)
         other, label = source.split("/")
         for r in read_runs(other, env):
-            if r["label"] == label:
+            if r["label"] == label and (r["seed"] in seeds or not seeds):
                 runs.setdefault(name, {})[r["seed"]] = r | {"label": name}
     runs = dict(sorted(runs.items()))  # labels in order: M=0, M=1, ... or dydiff, td3bc
     metrics = {  # per run: the last evaluation, the mean of the last five, the best (as CORL)

@@ -17,17 +17,22 @@ scores about 44 normalised, a return near 1,400. Reference returns: random = mea
 uniform policy over 100 episodes (as Minari measures it), expert = D4RL's Hopper expert, 3,234.3
 (we train no expert).
 
+SAC's path depends on the CPU (float sums differ, and the stop fires on one noisy evaluation), so
+the medium-replay data the results used is shipped in data/ with its content hash, and is what
+this script (and the driver) install; --remake trains SAC anew instead (other data on another CPU).
+
 Saved under our own ids, never an official one: local/hopper/medium-replay-v0 and
 local/hopper/medium-v0 (the SAC policy is kept beside the medium-replay data, so medium can be made
 again from it). Safe when two runs start at once (the second waits, then uses the data) and when one
 is interrupted (a dataset without its reference scores, written last, is made again).
 
-    python scripts/mujoco_dataset.py [--level medium-replay] [--seed 0] [--target 1400] [--medium-steps 1000000]
+    python scripts/mujoco_dataset.py [--level medium-replay] [--remake] [--seed 0] [--target 1400] [--medium-steps 1000000]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import sys
@@ -51,6 +56,8 @@ from scripts.pointmaze_dataset import check_local, save_dataset  # noqa: E402
 ENV_ID = "Hopper-v5"
 EXPERT_RETURN = 3234.3  # D4RL's Hopper reference (its expert policy); random is measured here
 POLICY_FILE = "sac_policy.zip"  # in the medium-replay dataset's folder
+SHIPPED = Path(__file__).resolve().parent.parent / "data" / "hopper-medium-replay-v0.npz"
+SHIPPED_SHA256 = ""  # of that file: the data every Hopper result used
 TASK_NAMES = {"medium-replay": "hopper-medium-replay", "medium": "hopper-medium-local"}  # driver's
 
 
@@ -171,18 +178,59 @@ def save_with_scores(dataset_id, episodes, env, random: float, policy=None, **me
     return dataset
 
 
+def export(dataset: minari.MinariDataset, path: Path) -> None:
+    """Write a Hopper dataset's episodes, reference returns and description to a compressed .npz
+    (never over an existing file)."""
+    eps, meta = list(dataset.iterate_episodes()), dataset.storage.metadata
+    arrays = {k: np.concatenate([getattr(e, k) for e in eps])
+              for k in ("observations", "actions", "rewards", "terminations", "truncations")}  # fmt: skip
+    arrays |= {"lengths": np.array([len(e.actions) for e in eps]),
+               "ref_scores": np.array([meta["ref_min_score"], meta["ref_max_score"]]),
+               "description": np.array(meta["description"])}  # fmt: skip
+    with open(path, "xb") as f:
+        np.savez_compressed(f, **arrays)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def import_shipped(dataset_id: str, path: Path = SHIPPED) -> minari.MinariDataset:
+    """The shipped file, checked against its content hash, saved as the Minari dataset dataset_id."""
+    if (found := sha256(path)) != SHIPPED_SHA256:
+        raise ValueError(f"{path.name} has sha256 {found[:12]}..., not the shipped data's")
+    z = np.load(path)
+    ends, obs_ends = np.cumsum(z["lengths"]), np.cumsum(z["lengths"] + 1)  # T + 1 observations
+    episodes = [EpisodeBuffer(observations=o, actions=a, rewards=r, terminations=te, truncations=tr)
+                for o, a, r, te, tr in zip(np.split(z["observations"], obs_ends[:-1]),
+                                           *(np.split(z[k], ends[:-1]) for k in
+                                             ("actions", "rewards", "terminations", "truncations")))]  # fmt: skip
+    env = gym.make(ENV_ID)
+    return save_with_scores(dataset_id, episodes, env, float(z["ref_scores"][0]),
+                            algorithm_name="SB3 SAC, every transition until the medium level (local, "
+                            "D4RL's recipe)", description=str(z["description"]))  # fmt: skip
+
+
 def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_steps: int = 1_000_000,
                      eval_every: int = 5_000, learning_starts: int = 10_000,
-                     medium_steps: int = 1_000_000, log=print) -> minari.MinariDataset:  # fmt: skip
+                     medium_steps: int = 1_000_000, remake: bool = False, sac: bool = True,
+                     log=print) -> minari.MinariDataset:  # fmt: skip
     """The local dataset of `level` ("medium-replay" or "medium"), made first if it is missing or
-    incomplete (medium needs medium-replay's policy, so medium-replay is made first). One lock for
-    both: a second process waits, then uses what the first made."""
+    incomplete (medium needs medium-replay's policy, so medium-replay is made first): medium-replay
+    from the shipped file unless `remake`, by SAC unless not `sac` (FileNotFoundError). One lock
+    for both: a second process waits, then uses what the first made."""
     replay_id, folder = local_dataset_id("medium-replay"), Path(get_dataset_path("local/hopper"))
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / "hopper.lock"):
         replay = check_local(replay_id)[0]
         if replay is None:
             shutil.rmtree(get_dataset_path(replay_id), ignore_errors=True)
+            if SHIPPED.exists() and not remake:
+                log(f"making {replay_id} from data/{SHIPPED.name} (the data of our results)")
+                replay = import_shipped(replay_id)
+        if replay is None and not sac:
+            raise FileNotFoundError(f"{replay_id} is neither local nor shipped")
+        if replay is None:
             log(f"making {replay_id}: SAC on {ENV_ID} until its evaluation return reaches {target:g}")
             replay = make_medium_replay(replay_id, seed, target, max_steps, eval_every,
                                         learning_starts, log)  # fmt: skip
@@ -202,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.error = lambda message: parser.exit(2, f"error: {message}\n")  # one line, no usage
     parser.add_argument("--level", choices=("medium-replay", "medium"), default="medium-replay",
                         help="medium-replay (what the results use) or also medium (+22 min)")
+    parser.add_argument("--remake", action="store_true", help="train SAC anew, not data/'s file")
+    parser.add_argument("--export", action="store_true", help=f"write medium-replay to data/{SHIPPED.name}")
     parser.add_argument("--seed", type=int, default=0, help="seed of SAC, the envs and the sampling")
     parser.add_argument("--target", type=float, default=1400.0, help="medium level: eval return")
     parser.add_argument("--max-steps", type=int, default=1_000_000, help="SAC steps at most")
@@ -216,10 +266,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be at least {low}")
     torch.set_num_threads(args.threads)
     try:
-        dataset = load_or_generate(args.level, args.seed, args.target, args.max_steps,
-                                   args.eval_every, args.learning_starts, args.medium_steps)  # fmt: skip
+        dataset = load_or_generate(args.level, args.seed, args.target, args.max_steps, args.eval_every,
+                                   args.learning_starts, args.medium_steps, args.remake)  # fmt: skip
+        if args.export:
+            export(minari.load_dataset(local_dataset_id("medium-replay")), SHIPPED)
+            print(f"wrote data/{SHIPPED.name}: sha256 {sha256(SHIPPED)}")
+    except FileExistsError:
+        parser.error(f"data/{SHIPPED.name} exists: delete it first to export another")
     except OSError as e:
         parser.error(f"cannot write the datasets ({e}); set MINARI_DATASETS_PATH")
+    except ValueError as e:  # the shipped file is not the one the results used
+        parser.error(f"{e}; get data/ again (git checkout data), or --remake")
     except KeyboardInterrupt:
         print("interrupted: a dataset without its reference scores is made again next time",
               file=sys.stderr)  # fmt: skip
