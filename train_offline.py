@@ -16,7 +16,6 @@ import argparse
 import ast  # literal_eval reads --predict-epsilon True, --unet-dim-mults 1,2,4
 import contextlib
 import dataclasses
-import hashlib
 import inspect
 import json
 import os
@@ -37,7 +36,7 @@ from tqdm import tqdm
 
 import dydiff
 from scripts import pointmaze_dataset as pointmaze  # also registers the PointMaze envs
-from scripts.files import atomic_write, file_lock, fingerprint, read_cached, write_csv
+from scripts.files import atomic_write, content_hash, file_lock, fingerprint, read_cached, write_csv
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -95,13 +94,12 @@ def load_dataset(task: Task, n_steps: int | None, log=print, regenerate=False):
     if n_steps is None and not regenerate:
         with contextlib.suppress(FileNotFoundError):
             return minari.load_dataset(task.dataset_id)
-        if task.dataset_id.startswith("local/hopper/"):  # our own data: shipped, or its script
-            from scripts import mujoco_dataset  # (imports Stable-Baselines3)
+        if task.dataset_id.startswith("local/hopper/"):  # ours: data/ has medium-replay's file
+            from scripts.mujoco_dataset import load_or_generate  # (imports Stable-Baselines3)
 
-            try:  # medium-replay from data/, the results' own file, never a 40-minute SAC run
-                if task.dataset_id != mujoco_dataset.local_dataset_id("medium-replay"):
-                    raise FileNotFoundError(f"{task.dataset_id} is not made yet")
-                return mujoco_dataset.load_or_generate("medium-replay", sac=False, log=log)
+            level = task.dataset_id.rsplit("/", 1)[1].removesuffix("-v0")  # medium-replay, medium
+            try:  # never a 40-minute SAC run from here
+                return load_or_generate(level, make=False, log=log)
             except (FileNotFoundError, ValueError) as e:
                 raise UserError(f"{e}: python scripts/mujoco_dataset.py [--level medium]") from None
         folder = Path(get_dataset_path(task.dataset_id))
@@ -171,8 +169,7 @@ def load_data(task: Task, args, log=print) -> tuple[dict, str, minari.MinariData
                     log(f"{name} is unreadable ({type(e).__name__}); regenerating it")
                     continue
                 atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **data))
-            content = b"".join(data[k].tobytes() for k in sorted(data))  # what models learn from
-            return data, hashlib.sha1(content).hexdigest()[:12], dataset
+            return data, content_hash(data[k] for k in sorted(data)), dataset  # what models learn
 
 
 def termination_fn(task: Task):
@@ -460,7 +457,8 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files, data
     data and of each model's weights), the pictures and a one-screen summary."""
     evals = [r for r in rows if "score" in r]
     command = json.loads((run_dir / "config.json").read_text())["command"]  # resumed: the first
-    hashes = {k: weights_hash(m) for k, m in (trainer.models or {}).items()} | {"data": data_key}
+    hashes = {k: content_hash(t.cpu().numpy() for t in m.state_dict().values())
+              for k, m in (trainer.models or {}).items()} | {"data": data_key}  # fmt: skip
     scores = [r["score"] for r in evals if np.isfinite(r["score"])]  # NaN: no reference scores
     summary = {
         "env": args.env, "algo": args.algo, "seed": args.seed, "model_seed": args.model_seed,
@@ -490,12 +488,6 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files, data
           f"score {result}" + ("\nSMOKE RUN: tiny sizes, this score means nothing" * args.smoke)
           + "\ntime: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
           + f"\nfiles: {run_dir}/ (metrics.csv, summary.json, learning_curve.png, checkpoint.pt)")  # fmt: skip
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """sha1 of a model's weights and buffers, in state_dict order: the same hash, the same model."""
-    weights = b"".join(t.cpu().numpy().tobytes() for t in model.state_dict().values())
-    return hashlib.sha1(weights).hexdigest()[:12]
 
 
 def plot_maze_trajectories(trainer, dataset, data: dict, path: Path, n: int = 12) -> None:

@@ -4,6 +4,7 @@ data scripts share.
 - file_lock: one process at a time makes a dataset, an array cache or a model; others wait.
 - atomic_write: write to a temporary name, then rename (write_csv: a table of rows so).
 - read_cached: a cached file, or None when it is missing or corrupt (the caller rebuilds it).
+- content_hash: a short hash of arrays' bytes (a dataset, a model's weights).
 - fingerprint: the key of a cached artefact, a hash of the code that makes it (every function or
   class of this repository it names, transitively), the settings that code reads, and its data.
 """
@@ -87,6 +88,11 @@ def read_cached(path: Path, read, log=print):
         return read(path) if path.exists() else None
     except Exception as e:  # truncated, not ours, an older format...
         log(f"{path} is corrupt ({type(e).__name__}); rebuilding it")  # and return None
+
+
+def content_hash(arrays) -> str:
+    """sha1 (12 hex digits) of the bytes of numpy arrays, in order: the same hash, the same content."""
+    return hashlib.sha1(b"".join(a.tobytes() for a in arrays)).hexdigest()[:12]
 
 
 def fingerprint(code: list, cfg=None, *extra) -> str:

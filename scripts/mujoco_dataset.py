@@ -180,7 +180,7 @@ def save_with_scores(dataset_id, episodes, env, random: float, policy=None, **me
 
 def export(dataset: minari.MinariDataset, path: Path) -> None:
     """Write a Hopper dataset's episodes, reference returns and description to a compressed .npz
-    (never over an existing file)."""
+    (never over an existing file), and its SAC policy beside it."""
     eps, meta = list(dataset.iterate_episodes()), dataset.storage.metadata
     arrays = {k: np.concatenate([getattr(e, k) for e in eps])
               for k in ("observations", "actions", "rewards", "terminations", "truncations")}  # fmt: skip
@@ -189,6 +189,8 @@ def export(dataset: minari.MinariDataset, path: Path) -> None:
                "description": np.array(meta["description"])}  # fmt: skip
     with open(path, "xb") as f:
         np.savez_compressed(f, **arrays)
+    shutil.copyfile(Path(get_dataset_path(dataset.spec.dataset_id)) / POLICY_FILE,
+                    path.with_suffix(".sac_policy.zip"))  # fmt: skip
 
 
 def sha256(path: Path) -> str:
@@ -205,20 +207,20 @@ def import_shipped(dataset_id: str, path: Path = SHIPPED) -> minari.MinariDatase
                 for o, a, r, te, tr in zip(np.split(z["observations"], obs_ends[:-1]),
                                            *(np.split(z[k], ends[:-1]) for k in
                                              ("actions", "rewards", "terminations", "truncations")))]  # fmt: skip
-    env = gym.make(ENV_ID)
-    return save_with_scores(dataset_id, episodes, env, float(z["ref_scores"][0]),
-                            algorithm_name="SB3 SAC, every transition until the medium level (local, "
-                            "D4RL's recipe)", description=str(z["description"]))  # fmt: skip
+    policy = SAC.load(path.with_suffix(".sac_policy.zip"), device="cpu")  # saved beside the data
+    return save_with_scores(dataset_id, episodes, gym.make(ENV_ID), float(z["ref_scores"][0]),
+                            policy, description=str(z["description"]), algorithm_name="SB3 SAC, "
+                            "every transition until the medium level (local, D4RL's recipe)")  # fmt: skip
 
 
 def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_steps: int = 1_000_000,
                      eval_every: int = 5_000, learning_starts: int = 10_000,
-                     medium_steps: int = 1_000_000, remake: bool = False, sac: bool = True,
+                     medium_steps: int = 1_000_000, remake: bool = False, make: bool = True,
                      log=print) -> minari.MinariDataset:  # fmt: skip
     """The local dataset of `level` ("medium-replay" or "medium"), made first if it is missing or
     incomplete (medium needs medium-replay's policy, so medium-replay is made first): medium-replay
-    from the shipped file unless `remake`, by SAC unless not `sac` (FileNotFoundError). One lock
-    for both: a second process waits, then uses what the first made."""
+    from the shipped file unless `remake`; with make=False nothing is made but that import (else
+    FileNotFoundError). One lock for both: a second process waits, then uses what the first made."""
     replay_id, folder = local_dataset_id("medium-replay"), Path(get_dataset_path("local/hopper"))
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / "hopper.lock"):
@@ -228,8 +230,8 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
             if SHIPPED.exists() and not remake:
                 log(f"making {replay_id} from data/{SHIPPED.name} (the data of our results)")
                 replay = import_shipped(replay_id)
-        if replay is None and not sac:
-            raise FileNotFoundError(f"{replay_id} is neither local nor shipped")
+        if replay is None and not make:
+            raise FileNotFoundError(f"{replay_id} is neither local nor in data/")
         if replay is None:
             log(f"making {replay_id}: SAC on {ENV_ID} until its evaluation return reaches {target:g}")
             replay = make_medium_replay(replay_id, seed, target, max_steps, eval_every,
@@ -238,6 +240,8 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
             return replay
         medium_id = local_dataset_id("medium")
         medium = check_local(medium_id)[0]
+        if medium is None and not make:
+            raise FileNotFoundError(f"{medium_id} is not made yet")
         if medium is None:
             shutil.rmtree(get_dataset_path(medium_id), ignore_errors=True)
             log(f"making {medium_id}: {medium_steps:,} steps of the medium policy")
@@ -251,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--level", choices=("medium-replay", "medium"), default="medium-replay",
                         help="medium-replay (what the results use) or also medium (+22 min)")
     parser.add_argument("--remake", action="store_true", help="train SAC anew, not data/'s file")
-    parser.add_argument("--export", action="store_true", help=f"write medium-replay to data/{SHIPPED.name}")
+    parser.add_argument("--export", action="store_true", help="write medium-replay to data/")
     parser.add_argument("--seed", type=int, default=0, help="seed of SAC, the envs and the sampling")
     parser.add_argument("--target", type=float, default=1400.0, help="medium level: eval return")
     parser.add_argument("--max-steps", type=int, default=1_000_000, help="SAC steps at most")
