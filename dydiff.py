@@ -251,8 +251,7 @@ class TemporalUnet(nn.Module):
         self.mid2 = ResidualTemporalBlock(dims[-1], dims[-1], dim)
         for cin, cout in reversed(in_out[1:]):  # back up; the skip connection doubles the input
             up = nn.ConvTranspose1d(cin, cin, 4, stride=2, padding=1)
-            blocks = [ResidualTemporalBlock(2 * cout, cin, dim)]
-            blocks.append(ResidualTemporalBlock(cin, cin, dim))
+            blocks = [ResidualTemporalBlock(2 * cout, cin, dim), ResidualTemporalBlock(cin, cin, dim)]
             self.ups.append(nn.ModuleList([*blocks, up]))
         out = dims[1]  # channels of the first level, where the way up ends
         self.final = nn.Sequential(Conv1dBlock(out, out), nn.Conv1d(out, transition_dim, 1))
@@ -291,15 +290,8 @@ class GaussianDiffusion(nn.Module):
     training and after every sampling step, so the model learns p(s_1..s_{H-1} | s_0, a_0..a_{H-1}).
     """
 
-    def __init__(
-        self,
-        denoiser: nn.Module,
-        horizon: int,
-        transition_dim: int,
-        n_steps: int = 20,
-        predict_epsilon: bool = False,
-        ema_decay: float = 0.995,
-    ):
+    def __init__(self, denoiser: nn.Module, horizon: int, transition_dim: int, n_steps: int = 20,
+                 predict_epsilon: bool = False, ema_decay: float = 0.995):  # fmt: skip
         super().__init__()
         self.denoiser = denoiser
         self.ema = copy.deepcopy(denoiser).requires_grad_(False)  # the sampler uses this copy
@@ -490,11 +482,8 @@ class Saved:
     saved: tuple[str, ...] = ()
 
     def state_dict(self) -> dict:
-        out = {}
-        for name in self.saved:
-            value = getattr(self, name)
-            out[name] = value.state_dict() if hasattr(value, "state_dict") else value
-        return out
+        values = {name: getattr(self, name) for name in self.saved}
+        return {k: v.state_dict() if hasattr(v, "state_dict") else v for k, v in values.items()}
 
     def load_state_dict(self, d: dict) -> None:
         for name in self.saved:
@@ -608,9 +597,8 @@ def clip_to_data(states: torch.Tensor, s0: torch.Tensor, norm: Normalizer) -> to
     return torch.cat([s0[:, None], states[:, 1:].clamp(lo, hi)], 1)
 
 
-def filter_trajectories(
-    returns: torch.Tensor, keep_ratio: float, mode: str = "hardmax", temperature: float = 0.05
-) -> torch.Tensor:
+def filter_trajectories(returns: torch.Tensor, keep_ratio: float, mode: str = "hardmax",
+                        temperature: float = 0.05) -> torch.Tensor:  # fmt: skip
     """Indices of the trajectories to keep, by predicted return. hardmax: the top keep_ratio.
     softmax, the authors' filter: keep_ratio of them drawn without replacement with probability
     softmax(z / T) (1 - eps) + eps / N, z the standardised return, eps = 1e-6. At T = 0.05 only the
@@ -655,9 +643,8 @@ def _inputs(data: dict[str, np.ndarray], device: str) -> tuple[torch.Tensor, ...
     return torch.cat([s, a], 1), s2 - s, r[:, None]
 
 
-def fit_with_holdout(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config, log: Callable | None = None
-) -> torch.Tensor:
+def fit_with_holdout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config,
+                     log: Callable | None = None) -> torch.Tensor:  # fmt: skip
     """Train `model` (an ensemble with .loss and .errors on [E, B, .]) with holdout early stopping:
     holdout_ratio of the rows (at most max_holdout) are held out; each member trains on its own
     bootstrap resample; after every epoch of model_epoch_steps, training stops once model_patience

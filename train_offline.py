@@ -2,12 +2,10 @@
 
     python train_offline.py --env maze2d-umaze [--algo dydiff|td3bc] [--seed 0] [--smoke]
 
-A run: (1) the dataset as arrays (scripts/: mazes are regenerated when the official set is neither
-local nor downloadable; D4RL-recipe Hopper data is made by mujoco_dataset.py); (2) for DyDiff, the
-dynamics, reward and diffusion models, each from cache/ if the same code, data, settings and
---model-seed made it; (3) TD3+BC, evaluated every eval_every updates. Outputs in
-runs/<env>__<algo>__<seed>__<time>_*/: config.json, metrics.csv, summary.json, checkpoint.pt,
-actors/ (the actor at each evaluation), learning_curve.png (mazes: trajectories.png).
+A run: (1) the dataset as arrays (scripts/ regenerates mazes and installs data/'s Hopper set);
+(2) for DyDiff, the dynamics, reward and diffusion models, each from cache/ if the same code, data,
+settings and --model-seed made it; (3) TD3+BC, evaluated every eval_every updates. Outputs in
+runs/<env>__<algo>__<seed>__<time>_*/ (docs/details.md).
 """
 
 from __future__ import annotations
@@ -481,27 +479,16 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files, data
     ax.set(xlabel="updates", ylabel="normalised score" if scores else "return", title=run_dir.name)
     ax.legend(fontsize=7)
     save_figure(fig, run_dir / "learning_curve.png")
-    if task.maze and trainer.models:
-        plot_maze_trajectories(trainer, dataset, data, run_dir / "trajectories.png")
+    if task.maze and trainer.models:  # real windows beside DyDiff rollouts of the final policy
+        env = make_eval_env(dataset)
+        figure = pointmaze.draw_rollouts(env.unwrapped.maze, data, trainer)
+        save_figure(figure, run_dir / "trajectories.png")
+        env.close()
     result = f"final {scores[-1]:.1f}, best {max(scores):.1f}" if scores else "no reference scores"
     print(f"\n{args.algo} on {args.env}, seed {args.seed}, {trainer.updates:,} updates: normalised "
           f"score {result}" + ("\nSMOKE RUN: tiny sizes, this score means nothing" * args.smoke)
           + "\ntime: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
           + f"\nfiles: {run_dir}/ (metrics.csv, summary.json, learning_curve.png, checkpoint.pt)")  # fmt: skip
-
-
-def plot_maze_trajectories(trainer, dataset, data: dict, path: Path, n: int = 12) -> None:
-    """Real windows of the data beside DyDiff rollouts of the final policy from the same states."""
-    cfg, models = trainer.cfg, (trainer.models["dynamics"], trainer.models.get("diffusion"))
-    starts = dydiff.window_starts(data["episode_ids"], cfg.horizon)
-    starts = np.random.default_rng(0).choice(starts, min(n, len(starts)), replace=False)
-    real = data["observations"][starts[:, None] + np.arange(cfg.horizon)]
-    s0 = torch.as_tensor(real[:, 0], device=cfg.device)
-    synth, _ = dydiff.dydiff_rollout(s0, trainer.agent.act, *models, cfg.horizon, cfg.iterations)
-    env = make_eval_env(dataset)
-    panels = {"real data windows": real, f"DyDiff rollouts (M={cfg.iterations})": synth.cpu()}
-    save_figure(pointmaze.draw_trajectories(env.unwrapped.maze, panels), path)
-    env.close()
 
 
 def save_figure(fig, path: Path) -> None:

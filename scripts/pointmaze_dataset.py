@@ -247,6 +247,23 @@ def draw_trajectories(maze: Maze, panels: dict[str, np.ndarray]):
 
 
 # ---- Generation ----
+def draw_rollouts(maze: Maze, data: dict, trainer, n: int = 12):
+    """n real windows of the data beside DyDiff rollouts (dydiff.py) of the trainer's policy from
+    the same start states, over the walls."""
+    import torch
+
+    import dydiff
+
+    cfg, models = trainer.cfg, (trainer.models["dynamics"], trainer.models.get("diffusion"))
+    starts = dydiff.window_starts(data["episode_ids"], cfg.horizon)
+    starts = np.random.default_rng(0).choice(starts, min(n, len(starts)), replace=False)
+    real = data["observations"][starts[:, None] + np.arange(cfg.horizon)]
+    s0 = torch.as_tensor(real[:, 0], device=cfg.device)
+    synth, _ = dydiff.dydiff_rollout(s0, trainer.agent.act, *models, cfg.horizon, cfg.iterations)
+    panels = {"real data windows": real, f"DyDiff rollouts (M={cfg.iterations})": synth.cpu()}
+    return draw_trajectories(maze, panels)
+
+
 def _make_maze_envs(maze: str, dense: bool, n_steps: int) -> tuple[gym.Env, gym.Env]:
     """Collection env (random goals, never resets) and evaluation env (one fixed goal cell).
 
