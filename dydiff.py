@@ -71,6 +71,7 @@ class Config:
     holdout_ratio: float = 0.2  # fraction of rows held out...
     max_holdout: int = 5_000  # ...but at most this many
     # --- TD3+BC (canonical settings)
+    hidden: int = 256  # width of the actor's and critics' 2 hidden layers
     batch_size: int = 256  # RL batch
     lr: float = 3e-4  # actor and critic Adam learning rate
     gamma: float = 0.99  # discount
@@ -544,9 +545,9 @@ class TD3BC(Saved):
 
     def __init__(self, state_dim: int, action_dim: int, state_norm: Normalizer, cfg: Config):
         self.cfg, self.state_norm = cfg, state_norm.to(cfg.device)
-        self.actor = nn.Sequential(mlp(state_dim, action_dim), nn.Tanh()).to(cfg.device)
-        self.q1 = mlp(state_dim + action_dim, 1).to(cfg.device)
-        self.q2 = mlp(state_dim + action_dim, 1).to(cfg.device)
+        self.actor = nn.Sequential(mlp(state_dim, action_dim, cfg.hidden), nn.Tanh()).to(cfg.device)
+        self.q1 = mlp(state_dim + action_dim, 1, cfg.hidden).to(cfg.device)
+        self.q2 = mlp(state_dim + action_dim, 1, cfg.hidden).to(cfg.device)
         self.actor_target = copy.deepcopy(self.actor)
         self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
@@ -857,7 +858,7 @@ def validate(cfg: Config) -> None:
     counts = """updates eval_every horizon rollout_batch_size rollout_every synthetic_capacity
         n_diffusion_steps mlp_width mlp_blocks unet_dim dm_steps dm_batch_size n_members n_elites
         dynamics_hidden reward_hidden model_batch_size model_epoch_steps model_max_epochs
-        model_patience max_holdout batch_size policy_freq"""
+        model_patience max_holdout hidden batch_size policy_freq"""
     for name in counts.split():
         check(getattr(cfg, name) >= 1, name, "positive")
     for name in ("lr", "dm_lr", "model_lr", "temperature"):
