@@ -71,6 +71,7 @@ class Config:
     holdout_ratio: float = 0.2  # fraction of rows held out...
     max_holdout: int = 5_000  # ...but at most this many
     # --- TD3+BC (canonical settings)
+    hidden: int = 256  # width of the actor's and critics' 2 hidden layers
     batch_size: int = 256  # RL batch
     lr: float = 3e-4  # actor and critic Adam learning rate
     gamma: float = 0.99  # discount
@@ -159,6 +160,37 @@ def window_starts(episode_ids: np.ndarray, horizon: int) -> np.ndarray:
     if len(ids) < horizon:
         return np.zeros(0, dtype=np.int64)
     return np.flatnonzero(ids[: len(ids) - horizon + 1] == ids[horizon - 1 :]).astype(np.int64)
+
+
+def check_data(data: dict) -> None:
+    """The data this module takes: a dict of numpy arrays, row i one transition of N.
+    observations [N, S], actions [N, A], rewards [N], next_observations [N, S], terminals [N]:
+    floating point (the models compute in float32), all finite; actions in [-1, 1] (TD3+BC's tanh
+    actor); terminals 0 or 1 (1: the episode ends at next_observations, a time limit is not one).
+    episode_ids [N]: integers, one per episode; an episode's rows are consecutive, in time order.
+    Raises one ValueError naming the key and what was expected."""
+    dims = dict(observations="N S", actions="N A", rewards="N", next_observations="N S",
+                terminals="N", episode_ids="N")  # fmt: skip
+    if missing := [k for k in dims if k not in data]:
+        raise ValueError(f"data: missing key '{missing[0]}' (expected keys {', '.join(dims)})")
+    x = {k: np.asarray(data[k]) for k in dims}
+    obs, act = x["observations"], x["actions"]
+    sizes = dict(N=len(obs) if obs.ndim else 0, S=obs.shape[1] if obs.ndim == 2 else "?",
+                 A=act.shape[1] if act.ndim == 2 else "?")  # fmt: skip
+    for k, d in dims.items():
+        want = [sizes[c] for c in d.split()]
+        kind = np.integer if k == "episode_ids" else np.floating
+        if list(x[k].shape) != want or not np.issubdtype(x[k].dtype, kind) or not sizes["N"]:
+            raise ValueError(f"data['{k}']: expected shape [{d.replace(' ', ', ')}] = {want} "
+                             f"(N > 0), {kind.__name__} dtype; got {list(x[k].shape)} {x[k].dtype}")
+        if kind is np.floating and not np.isfinite(x[k]).all():
+            raise ValueError(f"data['{k}']: expected finite values, got NaN or infinity")
+    if (top := np.abs(x["actions"]).max()) > 1:
+        raise ValueError(f"data['actions']: expected values in [-1, 1], got |a| up to {top:.3g}")
+    if not np.isin(x["terminals"], (0, 1)).all():
+        raise ValueError("data['terminals']: expected 0 or 1 only")
+    if np.count_nonzero(np.diff(x["episode_ids"])) + 1 != len(np.unique(x["episode_ids"])):
+        raise ValueError("data['episode_ids']: expected each episode's rows to be consecutive")
 
 
 # ---- 3. Diffusion model ---------------------------------------------------------------------------
@@ -512,9 +544,9 @@ class TD3BC(Saved):
 
     def __init__(self, state_dim: int, action_dim: int, state_norm: Normalizer, cfg: Config):
         self.cfg, self.state_norm = cfg, state_norm.to(cfg.device)
-        self.actor = nn.Sequential(mlp(state_dim, action_dim), nn.Tanh()).to(cfg.device)
-        self.q1 = mlp(state_dim + action_dim, 1).to(cfg.device)
-        self.q2 = mlp(state_dim + action_dim, 1).to(cfg.device)
+        self.actor = nn.Sequential(mlp(state_dim, action_dim, cfg.hidden), nn.Tanh()).to(cfg.device)
+        self.q1 = mlp(state_dim + action_dim, 1, cfg.hidden).to(cfg.device)
+        self.q2 = mlp(state_dim + action_dim, 1, cfg.hidden).to(cfg.device)
         self.actor_target = copy.deepcopy(self.actor)
         self.q1_target, self.q2_target = copy.deepcopy(self.q1), copy.deepcopy(self.q2)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr)
@@ -689,6 +721,7 @@ def fit_with_holdout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Co
 
 def train_dynamics(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
     """The dynamics ensemble fitted on (s, a) -> s' - s; elites: the lowest holdout MSE."""
+    check_data(data)
     sa, delta, _ = _inputs(data, cfg.device)
     model = build_dynamics(cfg, delta.shape[1], sa.shape[1] - delta.shape[1])
     model.input_norm.fit_zscore(sa)
@@ -699,6 +732,7 @@ def train_dynamics(data: dict[str, np.ndarray], cfg: Config, log: Callable | Non
 
 def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
     """The reward model r(s, a) fitted with MSE on the dataset's rewards."""
+    check_data(data)
     sa, _, r = _inputs(data, cfg.device)
     s_dim = data["observations"].shape[1]
     model = build_reward_model(cfg, s_dim, sa.shape[1] - s_dim)
@@ -709,6 +743,7 @@ def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable |
 
 def train_diffusion(data: dict, cfg: Config, log: Callable | None = None, log_every: int = 100):
     """The DM trained on every H-step window of [state, action] rows inside an episode."""
+    check_data(data)
     s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
     def as_rows(states):  # [N, S + A]: each state beside the action taken there
         rows = np.concatenate([states, data["actions"]], 1)
@@ -752,6 +787,7 @@ class DyDiffTrainer(Saved):
     saved = ("agent", "synthetic", "updates", "last_rollout")  # models and real data never change
 
     def __init__(self, cfg: Config, data: dict, models: dict | None = None, terminal_fn=None):
+        check_data(data)
         self.cfg, self.models, self.terminal_fn = cfg, models, terminal_fn
         (n, s_dim), a_dim = data["observations"].shape, data["actions"].shape[1]
         self.real = ReplayBuffer(s_dim, a_dim, n, cfg.device)  # the offline data, filled once
@@ -824,7 +860,7 @@ def validate(cfg: Config) -> None:
     counts = """updates eval_every horizon rollout_batch_size rollout_every synthetic_capacity
         n_diffusion_steps mlp_width mlp_blocks unet_dim dm_steps dm_batch_size n_members n_elites
         dynamics_hidden reward_hidden model_batch_size model_epoch_steps model_max_epochs
-        model_patience max_holdout batch_size policy_freq"""
+        model_patience max_holdout hidden batch_size policy_freq"""
     for name in counts.split():
         check(getattr(cfg, name) >= 1, name, "positive")
     for name in ("lr", "dm_lr", "model_lr", "temperature"):
