@@ -1,19 +1,13 @@
 """DyDiff: long-horizon rollout via dynamics diffusion for offline RL, in one readable module.
 
-Zhao et al., "Long-Horizon Rollout via Dynamics Diffusion for Offline Reinforcement Learning",
-arXiv 2405.19189. A diffusion model (DM) learns windows of H consecutive (state, action) rows of the
-offline data, so on its own it imagines the data's behaviour policy. DyDiff injects the learning
-policy: a single-step dynamics model makes a policy-consistent first rollout, then M times the DM
-resamples the states with the first state and all actions fixed (inpainting) and every action is
-recomputed as pi(state). A reward model scores the trajectories, the best are kept, and TD3+BC
-trains on a mix of real and synthetic transitions.
-
-Sections, in the order of the algorithm: 1. Config  2. Data  3. Diffusion model (MLP and temporal
-U-Net denoisers, DDPM with inpainting)  4. Dynamics ensemble and reward model  5. TD3+BC
-6. DyDiff rollout (policy injection, reward filtering)  7. Training (pretraining, the RL loop)
-8. Checking a Config. Departures from the authors' code are listed once, numbered, in README.md;
-a comment "departure N" marks each place.
-Depends on torch and numpy only: environments, datasets and files live in train_offline.py.
+Zhao et al., arXiv 2405.19189. A diffusion model (DM) learns windows of H consecutive (state, action)
+rows of the offline data, so on its own it imagines the data's behaviour policy. DyDiff injects the
+learning policy: a single-step dynamics model makes a policy-consistent first rollout, then M times
+the DM resamples the states with the first state and all actions fixed (inpainting) and every action
+is recomputed as pi(state). A reward model keeps the best trajectories; TD3+BC trains on a mix of real
+and synthetic transitions. The sections (1. Config ... 8. Checking a Config) follow the algorithm; a
+comment "departure N" marks each place that departs from the authors' code (listed in README.md).
+torch and numpy only: environments, datasets and files live in train_offline.py.
 """
 
 from __future__ import annotations
@@ -215,9 +209,8 @@ class MLPDenoiser(nn.Module):
     def __init__(self, horizon: int, transition_dim: int, width: int = 512, n_blocks: int = 4):
         super().__init__()
         w, d = width, horizon * transition_dim
-        self.time_mlp = nn.Sequential(
-            SinusoidalEmbedding(128), nn.Linear(128, w), nn.Mish(), nn.Linear(w, w)
-        )
+        self.time_mlp = nn.Sequential(SinusoidalEmbedding(128), nn.Linear(128, w), nn.Mish(),
+                                      nn.Linear(w, w))  # fmt: skip
         self.inp = nn.Linear(d, w)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(w), nn.Linear(w, w), nn.Mish(), nn.Linear(w, w))
@@ -258,11 +251,9 @@ class ResidualTemporalBlock(nn.Module):
 
 
 class TemporalUnet(nn.Module):
-    """Diffuser's temporal U-Net (Janner et al. 2022): 1-D convolutions over the horizon.
-
-    Each level has two residual blocks and halves the horizon (except the last), so the horizon
-    must be divisible by 2 ** (levels - 1). Authors: dim 128, dim_mults (1, 4, 8), ~59M parameters.
-    """
+    """Diffuser's temporal U-Net (Janner et al. 2022): 1-D convolutions over the horizon. Each
+    level has two residual blocks and halves the horizon (except the last), so the horizon must be
+    divisible by 2 ** (levels - 1). Authors: dim 128, dim_mults (1, 4, 8), ~59M parameters."""
 
     def __init__(self, horizon: int, transition_dim: int, dim: int = 32, dim_mults=(1, 2, 4)):
         super().__init__()
@@ -270,9 +261,8 @@ class TemporalUnet(nn.Module):
             raise ValueError(f"horizon {horizon} is not divisible by 2^{len(dim_mults) - 1}")
         dims = [transition_dim] + [dim * m for m in dim_mults]
         in_out = list(zip(dims[:-1], dims[1:]))
-        self.time_mlp = nn.Sequential(
-            SinusoidalEmbedding(dim), nn.Linear(dim, dim * 4), nn.Mish(), nn.Linear(dim * 4, dim)
-        )
+        self.time_mlp = nn.Sequential(SinusoidalEmbedding(dim), nn.Linear(dim, dim * 4), nn.Mish(),
+                                      nn.Linear(dim * 4, dim))  # fmt: skip
         self.downs, self.ups = nn.ModuleList(), nn.ModuleList()
         for i, (cin, cout) in enumerate(in_out):  # two residual blocks, then halve the horizon
             last = i == len(in_out) - 1
@@ -313,14 +303,11 @@ def cosine_betas(n_steps: int, s: float = 0.008) -> torch.Tensor:
 
 
 class GaussianDiffusion(nn.Module):
-    """DDPM over windows x: [B, H, D] in [-1, 1], conditioned by inpainting.
-
-    Departure 1: the authors use EDM with a stochastic Heun sampler (34 steps); this project uses
-    DDPM with a cosine schedule and few ancestral steps, so sampling is cheap on a CPU.
-    Conditioning follows their code: a boolean mask [H, D] marks fixed entries (row 0's state;
-    every action), and those entries are overwritten with their values on the noisy input during
-    training and after every sampling step, so the model learns p(s_1..s_{H-1} | s_0, a_0..a_{H-1}).
-    """
+    """DDPM over windows x: [B, H, D] in [-1, 1], conditioned by inpainting. Departure 1: the
+    authors use EDM with a stochastic Heun sampler (34 steps); DDPM with a cosine schedule and few
+    ancestral steps is cheap on a CPU. Conditioning follows their code: a boolean mask [H, D] marks
+    fixed entries (row 0's state; every action), overwritten with their values on the noisy input
+    during training and after every sampling step: the model learns p(s_1.. | s_0, a_0..a_{H-1})."""
 
     def __init__(self, denoiser: nn.Module, horizon: int, transition_dim: int, n_steps: int = 20,
                  predict_epsilon: bool = False, ema_decay: float = 0.995):  # fmt: skip
@@ -424,12 +411,10 @@ class EnsembleMLP(nn.Sequential):
 
 
 class EnsembleDynamics(nn.Module):
-    """Probabilistic ensemble s, a -> N(s' - s; mean, var) (MBPO; OfflineRL-Kit's layout).
-
-    Inputs are z-scored (s, a); the target is the state change, in raw units. The log-variance is
-    soft-clamped between learnable bounds (initially 0.5 and -10) so it cannot run off during
-    training. Departure 6: the authors' targets are in z units and their bounds are fixed.
-    """
+    """Probabilistic ensemble s, a -> N(s' - s; mean, var) (MBPO; OfflineRL-Kit's layout). Inputs
+    are z-scored (s, a); the target is the state change, in raw units. The log-variance is
+    soft-clamped between learnable bounds (initially 0.5 and -10) so it cannot run off in training.
+    Departure 6: the authors' targets are in z units and their bounds are fixed."""
 
     weight_decay = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # per layer, MBPO's values
 
@@ -536,8 +521,7 @@ class TD3BC(Saved):
     actor, twin critics, target policy smoothing, delayed actor and target updates, actor loss
     -lambda Q1(s, pi(s)) + ||pi(s) - a||^2 with lambda = alpha / mean|Q1|. States are z-scored
     with the dataset's statistics; actions are assumed to lie in [-1, 1]. Departure 3: the
-    authors' DyDiff+TD3BC has a tanh-Gaussian actor and halves the critic and BC losses.
-    """
+    authors' DyDiff+TD3BC has a tanh-Gaussian actor and halves the critic and BC losses."""
 
     saved = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_opt",
              "critic_opt", "state_norm", "n_updates")  # fmt: skip
@@ -597,16 +581,14 @@ class TD3BC(Saved):
 # ---- 6. DyDiff rollout: policy injection and reward filtering -------------------------------------
 @torch.no_grad()
 def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: int):
-    """Policy-consistent trajectories: s0 [N, S] -> states [N, H, S], actions [N, H, A].
-
-    Initial rollout with the dynamics ensemble: a_i = pi(s_i), s_{i+1} = f(s_i, a_i). Then
-    M = `iterations` rounds of policy injection, as the authors' code does them: the DM resamples
-    all states with s0 and the current actions inpainted (fresh noise each round), the new states
-    are AVERAGED with the old ones and clipped to the data's range, and every action is recomputed
-    as pi(state) in one batch. So a stored transition (s_i, a_i, s_{i+1}) has a_i = pi(s_i), but
-    s_{i+1} was sampled under the PREVIOUS round's actions and averaged with another path (an
-    average of two paths is no path: it can cut a wall's corner): it is not a simulator step.
-    """
+    """Policy-consistent trajectories: s0 [N, S] -> states [N, H, S], actions [N, H, A]. Initial
+    rollout with the dynamics ensemble: a_i = pi(s_i), s_{i+1} = f(s_i, a_i). Then M = `iterations`
+    rounds of policy injection, as the authors' code does them: the DM resamples all states with s0
+    and the current actions inpainted (fresh noise each round), the new states are AVERAGED with the
+    old ones and clipped to the data's range, and every action is recomputed as pi(state) in one
+    batch. So a stored transition (s_i, a_i, s_{i+1}) has a_i = pi(s_i), but s_{i+1} was sampled
+    under the PREVIOUS round's actions and averaged with another path (an average of two paths is
+    no path: it can cut a wall's corner): it is not a simulator step."""
     states, actions = [s0], []
     for _ in range(horizon - 1):
         actions.append(policy(states[-1]))
@@ -670,6 +652,7 @@ def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, termi
 # ---- 7. Training ----------------------------------------------------------------------------------
 def _inputs(data: dict[str, np.ndarray], device: str) -> tuple[torch.Tensor, ...]:
     """Model inputs (s, a), dynamics targets s' - s and reward targets r, as tensors."""
+    check_data(data)
     s, a, r, s2 = (torch.as_tensor(data[k], dtype=torch.float32, device=device)
                    for k in ("observations", "actions", "rewards", "next_observations"))  # fmt: skip
     return torch.cat([s, a], 1), s2 - s, r[:, None]
@@ -721,7 +704,6 @@ def fit_with_holdout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Co
 
 def train_dynamics(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
     """The dynamics ensemble fitted on (s, a) -> s' - s; elites: the lowest holdout MSE."""
-    check_data(data)
     sa, delta, _ = _inputs(data, cfg.device)
     model = build_dynamics(cfg, delta.shape[1], sa.shape[1] - delta.shape[1])
     model.input_norm.fit_zscore(sa)
@@ -732,7 +714,6 @@ def train_dynamics(data: dict[str, np.ndarray], cfg: Config, log: Callable | Non
 
 def train_reward_model(data: dict[str, np.ndarray], cfg: Config, log: Callable | None = None):
     """The reward model r(s, a) fitted with MSE on the dataset's rewards."""
-    check_data(data)
     sa, _, r = _inputs(data, cfg.device)
     s_dim = data["observations"].shape[1]
     model = build_reward_model(cfg, s_dim, sa.shape[1] - s_dim)
@@ -837,8 +818,7 @@ class DyDiffTrainer(Saved):
 
     @torch.no_grad()
     def q_values(self, n: int = 1024) -> dict:
-        """Mean Q1(s, pi(s)) on n real and n synthetic states spread evenly over each buffer (no
-        random draw), to compare the critic's values on real and synthetic states."""
+        """Mean Q1(s, pi(s)) on n real and n synthetic states spread evenly over each buffer."""
         out = {}
         for name, buf in (("q_real", self.real), ("q_synthetic", self.synthetic)):
             if buf.size:
@@ -846,7 +826,6 @@ class DyDiffTrainer(Saved):
                 s = self.agent.state_norm(buf.data["states"][idx.to(buf.data["states"].device)])
                 out[name] = self.agent.q1(torch.cat([s, self.agent.actor(s)], -1)).mean().item()
         return out
-
 
 
 # ---- 8. Checking a Config -------------------------------------------------------------------------

@@ -379,8 +379,10 @@ def train(args: argparse.Namespace) -> None:
     data, data_key, dataset = load_data(task, args)
     times["data"] = time.time() - start
     print(f"data: {dataset.spec.dataset_id}, {len(data['rewards']):,} transitions")
-    if np.abs(data["actions"]).max() > 1:
-        raise UserError("actions outside [-1, 1]: TD3+BC here assumes a [-1, 1] action box")
+    try:  # dydiff.py's data contract: keys, shapes, finite values, actions in [-1, 1], ...
+        dydiff.check_data(data)
+    except ValueError as e:
+        raise UserError(f"{dataset.spec.dataset_id}: {e}") from None
     models, rows, files = None, [], {}
     if args.algo == "dydiff" and cfg.real_ratio == 1:
         print("--real-ratio 1: every batch is real data, so no model is trained or used")
