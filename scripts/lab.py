@@ -43,7 +43,7 @@ import dydiff  # noqa: E402
 # ---- The task: a point mass in the box [-1, 1]^2 that must reach GOAL ---------------------------
 GOAL = np.array([0.5, 0.5], np.float32)
 DRAG, GAIN, DT = 0.8, 0.2, 0.1  # v' = DRAG v + GAIN a; top speed GAIN / (1 - DRAG) = 1
-EPISODE = 60  # evaluation steps: crossing the box's diagonal takes about 30
+EPISODE = 60  # evaluation steps: crossing the box's diagonal takes about 25
 DATA_EPISODES, DATA_LENGTH = 200, 100  # 20,000 transitions, episodes long enough for H = 64
 EVAL_EPISODES = 100  # evaluation start states (the same for every run)
 
