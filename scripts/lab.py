@@ -23,15 +23,18 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import inspect
 import json
 import platform
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
+START = time.time()  # the lab's time counts from here: the imports of torch are part of it
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 if "__file__" in globals():  # as a script: dydiff.py is one folder up (in a notebook: beside it)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -40,7 +43,7 @@ import dydiff  # noqa: E402
 # ---- The task: a point mass in the box [-1, 1]^2 that must reach GOAL ---------------------------
 GOAL = np.array([0.5, 0.5], np.float32)
 DRAG, GAIN, DT = 0.8, 0.2, 0.1  # v' = DRAG v + GAIN a; top speed GAIN / (1 - DRAG) = 1
-EPISODE = 60  # evaluation steps: crossing the box's diagonal takes about 30
+EPISODE = 60  # evaluation steps: crossing the box's diagonal takes about 25
 DATA_EPISODES, DATA_LENGTH = 200, 100  # 20,000 transitions, episodes long enough for H = 64
 EVAL_EPISODES = 100  # evaluation start states (the same for every run)
 
@@ -127,10 +130,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--out", help="write the results to this JSON file")
     g = p.add_argument_group("dydiff.Config fields (defaults: the lab's sizes, else Config's)")
+    source = inspect.getsource(dydiff.Config)  # each field's comment becomes its --help
+    helps = dict(re.findall(r"^\s+(\w+): [^=]+= .*?#\s*(.*)$", source, re.M))
     for f in dataclasses.fields(dydiff.Config):
         kind = type(f.default) if type(f.default) in (int, float, str) else ast.literal_eval
-        default = LAB.get(f.name, f.default)
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=kind, help=f"[{default}]")
+        text = helps.get(f.name, "").replace("%", "%%")  # argparse formats help with %
+        g.add_argument(f"--{f.name.replace('_', '-')}", type=kind,
+                       help=f"{text} [{LAB.get(f.name, f.default)}]")
     args = p.parse_args(argv)
     try:
         args.seeds = parse_seeds(args.seeds)
@@ -144,8 +150,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         dydiff.validate(args.cfg)
         if args.cfg.horizon > DATA_LENGTH:
             raise ValueError(f"horizon must be at most {DATA_LENGTH} (the data's episodes)")
-    except ValueError as e:
-        p.error(str(e))
+        torch.empty(0, device=args.cfg.device)  # a device this machine has
+        if args.out:  # before minutes of work, not after
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).touch()
+    except (ValueError, RuntimeError, AssertionError, OSError) as e:  # (no CUDA: AssertionError)
+        p.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
     return args
 
 
@@ -186,7 +196,9 @@ def run(algo: str, seed: int, data: dict, models: dict | None, cfg: dydiff.Confi
     cfg = dataclasses.replace(cfg, iterations=0) if algo == "m0" else cfg
     torch.manual_seed(seed)  # same seed, same starting networks for every algorithm (paired)
     trainer = dydiff.DyDiffTrainer(cfg, data, None if algo == "td3bc" else models)
-    act = lambda s: trainer.agent.act(torch.as_tensor(s, device=cfg.device)).cpu().numpy()  # noqa: E731
+    def act(states: np.ndarray) -> np.ndarray:
+        return trainer.agent.act(torch.as_tensor(states, device=cfg.device)).cpu().numpy()
+
     curve = []
     trainer.train(cfg.updates, evaluate=lambda update: curve.append([update, score(act)]) or {})
     return curve
@@ -224,7 +236,8 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    start, cpu_start = time.time(), time.process_time()
+    start = START if argv is None else time.time()  # a script: from its start; a call: from here
+    cpu_start = 0.0 if argv is None else time.process_time()
     args = parse_args(argv)
     cfg, times = args.cfg, {}
     torch.set_num_threads(args.threads)
@@ -240,9 +253,8 @@ def main(argv: list[str] | None = None) -> None:
             t = time.time()
             curves[algo][seed] = curve = run(algo, seed, data, models, cfg)
             finals[algo].append(curve[-1][1])
-            times[f"{algo}_{seed}"] = time.time() - t
-            print(f"{algo} seed {seed}: final {curve[-1][1]:.1f} ({times[algo + '_' + str(seed)]:.0f} s)",
-                  flush=True)
+            times[f"{algo}_{seed}"] = took = time.time() - t
+            print(f"{algo} seed {seed}: final {curve[-1][1]:.1f} ({took:.0f} s)", flush=True)
     line = summary_line(finals, cfg.iterations)
     seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
     info = machine()
@@ -250,10 +262,14 @@ def main(argv: list[str] | None = None) -> None:
           f"{info['cpu']} ({info['cpu_capability']})")  # fmt: skip
     if args.out:
         git = ["git", "-C", str(Path(dydiff.__file__).parent), "describe", "--always", "--dirty"]
-        commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or None
+        try:  # which code made the numbers (-dirty: edited since that commit)
+            commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or None
+        except OSError:  # no git here
+            commit = None
+        command = " ".join(["python", "scripts/lab.py", *(sys.argv[1:] if argv is None else argv)])
         record = {
-            "line": line, "command": " ".join(["python", "scripts/lab.py", *(argv or sys.argv[1:])]),
-            "commit": commit, "seconds": round(seconds, 1), "cpu_seconds": round(cpu_seconds, 1),
+            "line": line, "command": command, "commit": commit, "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu_seconds, 1),
             "threads": args.threads, **info, "seeds": args.seeds,
             "final": {a: dict(zip(args.seeds, f)) for a, f in finals.items()}, "curves": curves,
             "phase_seconds": {k: round(v, 1) for k, v in times.items()},

@@ -128,6 +128,8 @@ def test_results_file_has_the_line_scores_and_no_absolute_path(tmp_path, capsys)
         (["--iterations", "two"], "--iterations"),
         (["--threads", "0"], "--threads"),
         (["--no-such-flag"], "--no-such-flag"),
+        (["--device", "nosuch"], "nosuch"),
+        (["--out", "/proc/no/lab.json"], "/proc/no"),  # found before minutes of work
     ],
 )
 def test_bad_input_is_one_error_line_and_exit_2(flags, words, capsys):
