@@ -158,9 +158,10 @@ def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout:
     res = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout,
                          env=os.environ | {"OMP_NUM_THREADS": "1"})  # fmt: skip
     seconds = round(time.perf_counter() - start, 1)
-    failures = []
+    failures, in_tests = [], 0.0  # (in_tests: the tests' own time, no start-up or imports)
     if report.exists():
         for case in ET.parse(report).iter("testcase"):
+            in_tests += float(case.get("time") or 0)
             bad = case.find("failure") if case.find("failure") is not None else case.find("error")
             if bad is not None:
                 message = (bad.get("message") or "").strip().splitlines()
@@ -170,7 +171,8 @@ def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout:
         report.unlink()
     if res.returncode not in (0, 1):  # collection error, interrupted, no tests
         failures = failures or [dict(test="(collection)", message=res.stdout.strip()[-300:])]
-    return dict(passed=res.returncode == 0, seconds=seconds, failures=failures)
+    return dict(passed=res.returncode == 0, seconds=seconds, test_seconds=round(in_tests, 2),
+                failures=failures)
 
 
 def folder_with(source: str, tmp: Path, name: str) -> Path:
@@ -231,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             result = run_tests(folder_with(text, tmp, f"m{i}"), [f"test_dydiff.py::{comp}"])
             first = result["failures"][0] if result["failures"] else {}
             rows.append(dict(mutation=name, component=comp, caught=not result["passed"],
-                             seconds=result["seconds"], first_failure=first.get("test"),
-                             message=first.get("message")))  # fmt: skip
+                             seconds=result["seconds"], test_seconds=result["test_seconds"],
+                             first_failure=first.get("test"), message=first.get("message")))
             print(f"{'caught' if rows[-1]['caught'] else 'MISSED'} {result['seconds']:6.1f} s  "
                   f"{name}  <- {first.get('test', '-')}", flush=True)  # fmt: skip
         if args.blanks:
@@ -247,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                 first = own["failures"][0] if own["failures"] else {}
                 leaks = [f["test"] for f in others["failures"]]
                 blanks.append(dict(function=function, component=comp, fails=not own["passed"],
-                                   seconds=own["seconds"], first_failure=first.get("test"),
+                                   seconds=own["seconds"], test_seconds=own["test_seconds"],
+                                   first_failure=first.get("test"),
                                    other_classes_pass=others["passed"], other_failures=leaks))
                 verdict = "pass" if others["passed"] else f"FAIL: {leaks}"
                 print(f"blank {function}: own {'fails' if not own['passed'] else 'PASSES'} "
@@ -257,8 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         commit=commit(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         cpu=cpu(), threads=1, load_average=[round(x, 2) for x in os.getloadavg()],
-        note="wall-clock seconds to the first failure, Python start included; other work ran "
-             "on this machine at the time, so times are not speed measurements",
+        note="seconds: wall clock to the first failure, Python start and imports included; "
+             "test_seconds: the tests' own time; other work ran on this machine at the time, so "
+             "times are not speed measurements",
         unmutated={c: dict(passed=b["passed"], seconds=b["seconds"]) for c, b in baseline.items()},
         mutants=rows, **({"blanks": blanks} if args.blanks else {}),
         awaiting_oracle=[m[0] for m in AWAITING_ORACLE],

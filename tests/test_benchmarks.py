@@ -81,6 +81,7 @@ def run_script(tmp_path, *argv):
     return subprocess.run(cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_rollout_error_smoke_end_to_end(tmp_path):
     """Both policies (a fresh agent stands in for a trained TD3+BC run, which has no models: they
     are pretrained with its settings): per-step errors of every method, the simulator never inside
@@ -117,6 +118,7 @@ def test_rollout_error_smoke_end_to_end(tmp_path):
     assert "per-step MSE against the simulator" in result.stdout
 
 
+@pytest.mark.slow
 def test_other_envs_are_a_one_line_error(tmp_path):
     result = run_script(tmp_path, "--env", "hopper-medium", "--smoke", "--out", str(tmp_path))
     assert result.returncode == 1
@@ -126,6 +128,7 @@ def test_other_envs_are_a_one_line_error(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_hopper_simulator_is_set_to_the_data_state(hopper_root, monkeypatch):
     """From stored states, the stored actions give the stored next states in RE.simulate."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
@@ -139,6 +142,7 @@ def test_hopper_simulator_is_set_to_the_data_state(hopper_root, monkeypatch):
     assert np.abs(sim[unclipped, 1] - episode.observations[1:][unclipped]).max() < 1e-5
 
 
+@pytest.mark.slow
 def test_rollout_error_on_hopper(hopper_root, tmp_path, monkeypatch):
     """The data's SAC policy in the simulator and the models: an error per step, over the hoppers
     still up, which never rise again."""
@@ -298,6 +302,7 @@ def test_scores_collects_the_run_folder_its_run_added(tmp_path, monkeypatch):
     assert ran[0][1:] == ["train_offline.py", "--resume", str(out / made[1].name)]
 
 
+@pytest.mark.slow
 def test_speed_refuses_negative_threads_and_its_yardstick_is_in_the_repository():
     """A fresh clone has everything speed.py runs; --threads -1 is one line, exit 2."""
     assert SP.PLAIN.is_file() and SP.PLAIN.resolve().is_relative_to(HERE)
@@ -329,6 +334,7 @@ def test_speed_reads_the_phase_times_of_several_runs(tmp_path, capsys):
                                        "run there (summary.json, config.json)\n")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_rollout_error_rolls_out_a_dydiff_run_with_its_own_models(dydiff_run, tmp_path):
     """--policy-run of a DyDiff run: the run's settings (smoke: H = 8) and the very model files it
     used, none pretrained again (another --cache stays without models); a flag other than the
@@ -353,6 +359,7 @@ def test_rollout_error_rolls_out_a_dydiff_run_with_its_own_models(dydiff_run, tm
     assert e.value.code == f"error: the dynamics model this run used, {files['dynamics']}, is gone"
 
 
+@pytest.mark.slow
 def test_critic_study_reads_a_run_through_the_driver(dydiff_run, tmp_path, monkeypatch):
     """study() of a smoke DyDiff run: its checkpoint through read_run (an older one: a UserError),
     its data through load_data, the true reward of its synthetic rows and of the simulator by
@@ -376,6 +383,7 @@ def test_critic_study_reads_a_run_through_the_driver(dydiff_run, tmp_path, monke
         CS.study(old)
 
 
+@pytest.mark.slow
 def test_goal_study_scores_the_saved_actors_as_evaluation_did(dydiff_run, tmp_path):
     """A run keeps the actor of each evaluation; the goal study, on the evaluation's episodes with
     its goal noise, gives that evaluation's score again (here the smoke run's 2 episodes)."""

@@ -157,6 +157,7 @@ def test_regenerate_rebuilds(datasets_path):
     assert all(np.array_equal(a, e.actions) for a, e in zip(actions, again.iterate_episodes()))
 
 
+@pytest.mark.slow
 def test_two_processes_share_one_generation(datasets_path):
     code = textwrap.dedent("""
         import hashlib, sys, time
@@ -181,6 +182,7 @@ def test_two_processes_share_one_generation(datasets_path):
     assert results[0] == results[1] and results[0][0].split()[2] == "2000"
 
 
+@pytest.mark.slow
 def test_file_lock_excludes_a_second_process(tmp_path):
     lock, stamp = tmp_path / "sub" / "x.lock", tmp_path / "acquired"
     code = textwrap.dedent(f"""
@@ -242,6 +244,7 @@ def test_controller_follows_the_dfs_path():
 
 # ---- Command line ----
 
+@pytest.mark.slow
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("")
@@ -297,6 +300,7 @@ def test_draw_maze_draws_every_wall():
     plt.close(fig)
 
 
+@pytest.mark.slow
 def test_cli_never_passes_off_a_set_made_with_other_settings(datasets_path):
     assert run_cli("--maze", "umaze", "--steps", "2000").returncode == 0
     folder = get_dataset_path("local/pointmaze/umaze-2000steps-v2")
@@ -311,6 +315,7 @@ def test_cli_never_passes_off_a_set_made_with_other_settings(datasets_path):
 # ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_hopper_data_is_what_hopper_v5_gives(hopper_root, monkeypatch):
     """Every stored transition is the simulator's: from the stored state (x = 0: the observation
     omits it, and nothing depends on it) the stored action gives the stored next observation,
@@ -339,6 +344,7 @@ def test_hopper_data_is_what_hopper_v5_gives(hopper_root, monkeypatch):
         assert checked > 0.9 * steps and dataset.total_episodes > 3  # early hoppers fall
 
 
+@pytest.mark.slow
 def test_hopper_termination_rule_is_hopper_v5_is_healthy(hopper_root, monkeypatch):
     """The driver's rule for synthetic states agrees with Hopper-v5's is_healthy on every state of
     the data, fallen ones included, and on data states moved to either side of each threshold."""
@@ -361,6 +367,7 @@ def test_hopper_termination_rule_is_hopper_v5_is_healthy(hopper_root, monkeypatc
     assert 0.1 < np.mean(healthy) < 0.9 and (done == ~np.array(healthy)).all()
 
 
+@pytest.mark.slow
 def test_hopper_data_is_reused_and_an_incomplete_set_made_again(hopper_root, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
     logs: list[str] = []
@@ -378,6 +385,7 @@ def test_hopper_data_is_reused_and_an_incomplete_set_made_again(hopper_root, mon
     assert sorted((p.name, p.stat().st_mtime_ns) for p in replay.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_driver_trains_on_local_hopper_data(hopper_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
     T.main(["--env", "hopper-medium-replay", "--smoke", "--threads", "1", "--out", str(tmp_path),
