@@ -684,24 +684,30 @@ def td3_target(cfg, actor_target, q1_target, q2_target, rewards=0.0, dones=0.0, 
     """The target y that TD3BC.update regresses both critics on, read off the gradient of per-row
     stub critics (PerRow). States: column 0 the row index, column 1 x ~ U[-1, 1]; next states the
     same index and -x; the online actor, which the target must not use, says -0.9 everywhere.
-    Only a critic step runs (n_updates 1, policy_freq 1000)."""
+    Only a critic step runs (n_updates 1, policy_freq 1000). An extra terminal row (r = 1,
+    done = 1, so y = 1) checks the reading first."""
     agent = D.TD3BC(2, 1, D.Normalizer(2), dataclasses.replace(cfg, policy_freq=1000))
     agent.actor = Fn(lambda s: torch.full((len(s), 1), -0.9))
     agent.actor_target, agent.q1_target, agent.q2_target = actor_target, q1_target, q2_target
-    agent.q1, agent.q2 = PerRow(n), PerRow(n)
+    agent.q1, agent.q2 = PerRow(n + 1), PerRow(n + 1)
     agent.n_updates = 1
-    idx, x = torch.arange(n, dtype=torch.float32), torch.rand(n) * 2 - 1
-    batch = dict(states=torch.stack([idx, x], 1), actions=torch.zeros(n, 1),
-                 rewards=torch.as_tensor(rewards, dtype=torch.float32).expand(n)[:, None],
-                 next_states=torch.stack([idx, -x], 1),
-                 dones=torch.as_tensor(dones, dtype=torch.float32).expand(n)[:, None])  # fmt: skip
+    idx, x = torch.arange(n + 1, dtype=torch.float32), torch.rand(n + 1) * 2 - 1
+    rewards = torch.cat([torch.as_tensor(rewards, dtype=torch.float32).expand(n), torch.ones(1)])
+    dones = torch.cat([torch.as_tensor(dones, dtype=torch.float32).expand(n), torch.ones(1)])
+    batch = dict(states=torch.stack([idx, x], 1), actions=torch.zeros(n + 1, 1),
+                 rewards=rewards[:, None], next_states=torch.stack([idx, -x], 1),
+                 dones=dones[:, None])  # fmt: skip
     agent.update(batch)
-    y1, y2 = (-q.v.grad * n / 2 for q in (agent.q1, agent.q2))
+    y1, y2 = (-q.v.grad * (n + 1) / 2 for q in (agent.q1, agent.q2))
     assert torch.allclose(y1, y2, atol=1e-5), (
         "both critics regress on the same target: mse_loss(Q1(s, a), y) + mse_loss(Q2(s, a), y); "
         f"read y1 {y1[:3].tolist()}..., y2 {y2[:3].tolist()}..."
     )
-    return y1, -x  # and x' (column 1 of the next states)
+    assert abs(y1[n] - 1) < 1e-4, (
+        f"a terminal row (r = 1, done = 1) has the target y = r = 1, read {y1[n]:.3f}: either the "
+        "terminal is not cut, or the critic loss is not mse_loss(Q1, y) + mse_loss(Q2, y)"
+    )
+    return y1[:n], -x[:n]  # and x' (column 1 of the next states)
 
 
 def action_of(sa):
