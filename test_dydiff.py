@@ -407,21 +407,6 @@ class TestDiffusion:
             f"std {std:.3f}"
         )
 
-    @pytest.mark.parametrize("predict_epsilon", [False, True])
-    def test_loss_targets_x0_or_the_noise(self, predict_epsilon):
-        """A perfect denoiser has loss 0: it predicts x0 (predict_epsilon=False) or the noise."""
-        x0, mask = torch.rand(64, 8, 3) * 2 - 1, random_mask(8, 3)
-        dm = D.GaussianDiffusion(nn.Identity(), 8, 3, 10, predict_epsilon)
-        for epsilon, perfect in ((predict_epsilon, True), (not predict_epsilon, False)):
-            dm.denoiser = Oracle(x0, dm, epsilon)
-            loss = dm.loss(x0, mask).item()
-            rule = f"predict_epsilon={predict_epsilon}: the target is "
-            rule += "the noise eps" if predict_epsilon else "x0"
-            if perfect:
-                assert loss < 1e-8, f"{rule}; a denoiser returning it exactly has loss {loss:.3g}"
-            else:
-                assert loss > 0.01, f"{rule}; a denoiser returning the other has loss {loss:.3g}"
-
     def test_loss_ignores_fixed_entries(self):
         """The denoiser's output on fixed entries carries no learning signal."""
         h, d = 8, 3
@@ -438,6 +423,21 @@ class TestDiffusion:
         dm = D.GaussianDiffusion(Garbage(x0, mask), h, d, n_steps=5)
         loss = dm.loss(x0, mask).item()
         assert loss == 0.0, f"the loss covers the free entries only: {loss} from the fixed ones"
+
+    @pytest.mark.parametrize("predict_epsilon", [False, True])
+    def test_loss_targets_x0_or_the_noise(self, predict_epsilon):
+        """A perfect denoiser has loss 0: it predicts x0 (predict_epsilon=False) or the noise."""
+        x0, mask = torch.rand(64, 8, 3) * 2 - 1, random_mask(8, 3)
+        dm = D.GaussianDiffusion(nn.Identity(), 8, 3, 10, predict_epsilon)
+        for epsilon, perfect in ((predict_epsilon, True), (not predict_epsilon, False)):
+            dm.denoiser = Oracle(x0, dm, epsilon)
+            loss = dm.loss(x0, mask).item()
+            rule = f"predict_epsilon={predict_epsilon}: the target is "
+            rule += "the noise eps" if predict_epsilon else "x0"
+            if perfect:
+                assert loss < 1e-8, f"{rule}; a denoiser returning it exactly has loss {loss:.3g}"
+            else:
+                assert loss > 0.01, f"{rule}; a denoiser returning the other has loss {loss:.3g}"
 
     @pytest.mark.parametrize("kind", ["mlp", "unet"])
     @pytest.mark.parametrize("predict_epsilon", [False, True])
@@ -601,7 +601,8 @@ class TestDynamicsAndReward:
     def fitted_dynamics(self):
         torch.manual_seed(0)
         data = linear_data(n_episodes=20, ep_len=40, noise=0.01)
-        sa, delta, _ = D._inputs(data, "cpu")
+        s, s2 = torch.as_tensor(data["observations"]), torch.as_tensor(data["next_observations"])
+        sa, delta = torch.cat([s, torch.as_tensor(data["actions"])], 1), s2 - s
         perm = torch.randperm(len(sa))
         hold, train = perm[:160], perm[160:]
         model = D.EnsembleDynamics(S_DIM, A_DIM, n_members=4, n_elites=2, hidden=32)
@@ -718,6 +719,33 @@ def action_of(sa):
 class TestTD3BC:
     """TD3+BC: the critic target, the actor's lambda-weighted Q plus behaviour cloning, delayed and
     soft target updates."""
+
+    def test_td3bc_delayed_actor_and_target_updates(self):
+        data = one_step_batch(64)
+        cfg = tiny_cfg(policy_freq=2, batch_size=32)
+        agent = D.TD3BC(2, 1, D.Normalizer(2), cfg)
+        nets = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target")
+        before = {k: [p.clone() for p in getattr(agent, k).parameters()] for k in nets}
+
+        def changed(k):
+            now = getattr(agent, k).parameters()
+            return [not torch.equal(a, b) for a, b in zip(before[k], now)]
+
+        out = agent.update({k: v[:32] for k, v in data.items()})
+        assert "actor_loss" not in out, "policy_freq 2: no actor step in the first update"
+        assert all(changed("q1")) and all(changed("q2")), "the critics learn every update"
+        for k in ("actor", "actor_target", "q1_target", "q2_target"):
+            assert not any(changed(k)), f"{k} changes only every policy_freq-th update"
+        out = agent.update({k: v[32:] for k, v in data.items()})
+        assert "actor_loss" in out, "policy_freq 2: the second update is an actor step"
+        for k in ("actor", "actor_target", "q1_target", "q2_target"):
+            assert all(changed(k)), f"{k} must change at the actor step"
+        for net in ("actor", "q1", "q2"):  # soft update: target = old + tau (online - old)
+            for old, online, new in zip(before[f"{net}_target"], getattr(agent, net).parameters(),
+                                        getattr(agent, f"{net}_target").parameters()):  # fmt: skip
+                expected = old + cfg.tau * (online - old)
+                err = (new - expected).abs().max().item()
+                assert err < 1e-7, f"{net}_target <- target + tau (online - target): {err:.2g}"
 
     def test_td3_target_takes_the_min_of_the_twin_target_critics(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.0)
@@ -849,33 +877,6 @@ class TestTD3BC:
         agent.q1 = Fn(lambda sa: torch.full((len(sa), 1), -4.0))  # |Q1| = 4
         lam = float(agent.update(batch)["lambda"])
         assert lam == pytest.approx(2.5 / 4), f"alpha 2.5, Q1 = -4: lambda must be 0.625: {lam}"
-
-    def test_td3bc_delayed_actor_and_target_updates(self):
-        data = one_step_batch(64)
-        cfg = tiny_cfg(policy_freq=2, batch_size=32)
-        agent = D.TD3BC(2, 1, D.Normalizer(2), cfg)
-        nets = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target")
-        before = {k: [p.clone() for p in getattr(agent, k).parameters()] for k in nets}
-
-        def changed(k):
-            now = getattr(agent, k).parameters()
-            return [not torch.equal(a, b) for a, b in zip(before[k], now)]
-
-        out = agent.update({k: v[:32] for k, v in data.items()})
-        assert "actor_loss" not in out, "policy_freq 2: no actor step in the first update"
-        assert all(changed("q1")) and all(changed("q2")), "the critics learn every update"
-        for k in ("actor", "actor_target", "q1_target", "q2_target"):
-            assert not any(changed(k)), f"{k} changes only every policy_freq-th update"
-        out = agent.update({k: v[32:] for k, v in data.items()})
-        assert "actor_loss" in out, "policy_freq 2: the second update is an actor step"
-        for k in ("actor", "actor_target", "q1_target", "q2_target"):
-            assert all(changed(k)), f"{k} must change at the actor step"
-        for net in ("actor", "q1", "q2"):  # soft update: target = old + tau (online - old)
-            for old, online, new in zip(before[f"{net}_target"], getattr(agent, net).parameters(),
-                                        getattr(agent, f"{net}_target").parameters()):  # fmt: skip
-                expected = old + cfg.tau * (online - old)
-                err = (new - expected).abs().max().item()
-                assert err < 1e-7, f"{net}_target <- target + tau (online - target): {err:.2g}"
 
     def test_td3bc_prefers_the_better_action(self):
         agent, actions, states = train_td3bc(alpha=2.5)
