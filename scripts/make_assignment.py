@@ -75,12 +75,13 @@ def find_function(tree: ast.Module, name: str) -> tuple[ast.FunctionDef, ast.stm
         fail(f"unknown function {name!r} in dydiff.py (e.g. TD3BC.update, filter_trajectories)")
     node = found[0]
     if isinstance(node, ast.ClassDef):
+        methods = {m.name: m for m in node.body if isinstance(m, ast.FunctionDef)}
         if not method:
-            fail(f"{name} is a class: name one of its methods, e.g. {name}.update")
-        methods = [m for m in node.body if isinstance(m, ast.FunctionDef) and m.name == method]
-        if not methods:
+            example = next((m for m in methods if m != "__init__"), "method")
+            fail(f"{name} is a class: name one of its methods, e.g. {name}.{example}")
+        if method not in methods:
             fail(f"unknown function {name!r}: {top} has no method {method!r}")
-        return methods[0], node
+        return methods[method], node
     if method or not isinstance(node, ast.FunctionDef):
         fail(f"unknown function {name!r} in dydiff.py (e.g. TD3BC.update, filter_trajectories)")
     return node, node
@@ -236,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         fail(f"cannot write to {out}: {e.strerror or e}")
     for f in functions:
         note = "" if f in READY else "  (not a ready assignment: check that its tests grade it)"
+        if ast.get_docstring(find_function(tree, f)[0]) is None:
+            note += "  (no docstring: the student sees only its signature)"
         print(f"blanked {f}; graded by {classes[f]}{note}")
     print(f"wrote {out}/dydiff.py, test_dydiff.py, README.md; try: cd {out} && python -m pytest "
           f"-q test_dydiff.py")  # fmt: skip
