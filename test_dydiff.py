@@ -264,6 +264,47 @@ def rows_with_reward(values, s_dim=2, a_dim=1):
     }
 
 
+def contract_data(n_episodes=3, ep_len=10, s_dim=3, a_dim=2, seed=0) -> dict:
+    """Data that keeps the contract: episodes of consecutive rows, float32, actions in [-1, 1]."""
+    rng = np.random.default_rng(seed)
+    n = n_episodes * ep_len
+    obs = rng.standard_normal((n, s_dim)).astype(np.float32)
+    return {
+        "observations": obs,
+        "actions": rng.uniform(-1, 1, (n, a_dim)).astype(np.float32),
+        "rewards": rng.standard_normal(n).astype(np.float32),
+        "next_observations": obs + 0.1,
+        "terminals": (np.arange(n) % ep_len == ep_len - 1).astype(np.float32),
+        "episode_ids": np.repeat(np.arange(n_episodes), ep_len).astype(np.int64),
+    }
+
+
+def breakers():
+    """(name, key the error must name, change to contract_data()) for each broken rule."""
+    nan_obs = lambda d: d["observations"].__setitem__((4, 1), np.nan)  # noqa: E731
+    return [
+        ("rewards [N, 1]", "rewards", lambda d: d.update(rewards=d["rewards"][:, None])),
+        ("missing terminals", "terminals", lambda d: d.pop("terminals")),
+        ("missing episode_ids", "episode_ids", lambda d: d.pop("episode_ids")),
+        ("observations [N]", "observations", lambda d: d.update(observations=d["rewards"])),
+        ("next states of another size", "next_observations",
+         lambda d: d.update(next_observations=d["next_observations"][:, :2])),
+        ("one action short", "actions", lambda d: d.update(actions=d["actions"][:-1])),
+        ("action 1.5", "actions", lambda d: d["actions"].__setitem__((2, 0), 1.5)),
+        ("action -1.01", "actions", lambda d: d["actions"].__setitem__((7, 1), -1.01)),
+        ("NaN observation", "observations", nan_obs),
+        ("infinite reward", "rewards", lambda d: d["rewards"].__setitem__(3, np.inf)),
+        ("terminal 0.5", "terminals", lambda d: d["terminals"].__setitem__(0, 0.5)),
+        ("terminal 2", "terminals", lambda d: d["terminals"].__setitem__(0, 2)),
+        ("integer actions", "actions", lambda d: d.update(actions=d["actions"].astype(np.int64))),
+        ("float episode ids", "episode_ids",
+         lambda d: d.update(episode_ids=d["episode_ids"].astype(np.float32))),
+        ("episode 0 split in two", "episode_ids",
+         lambda d: d["episode_ids"].__setitem__(slice(12, 14), 0)),
+        ("no rows", "observations", lambda d: d.update({k: v[:0] for k, v in d.items()})),
+    ]  # fmt: skip
+
+
 class TestData:
     """Normalizer, ReplayBuffer, sample_mixed and window_starts."""
 
@@ -347,6 +388,26 @@ class TestData:
         assert torch.allclose(z.std(0), torch.ones(3), atol=2e-2), "z-score: std 1"
 
 
+    def test_data_that_keeps_the_contract_passes(self):
+        D.check_data(contract_data())  # no error
+        D.check_data(contract_data() | {"extra": np.zeros(5)})  # other keys are ignored
+        data = contract_data()
+        data["actions"][0] = [-1.0, 1.0]  # the box's edges are inside it
+        data = {k: v.astype(np.float64) if v.dtype == np.float32 else v for k, v in data.items()}
+        D.check_data(data)  # float64 is floating point too
+
+    @pytest.mark.parametrize("name, key, change", breakers(), ids=[b[0] for b in breakers()])
+    def test_each_broken_rule_is_one_value_error_naming_the_key(self, name, key, change):
+        data = contract_data()
+        change(data)
+        with pytest.raises(ValueError) as info:
+            D.check_data(data)
+        message = str(info.value)
+        assert f"'{key}'" in message, f"the error for {name} must name '{key}': {message!r}"
+        assert "expected" in message, f"the error for {name} must say what was expected: {message!r}"
+        assert "\n" not in message, f"the error for {name} must be one line: {message!r}"
+
+
 def diffusion(kind="mlp", h=8, d=3, n_steps=10, predict_epsilon=False, decay=0.995):
     """A GaussianDiffusion whose denoiser and EMA copy record their inputs."""
     return D.GaussianDiffusion(Recorder(make_denoiser(kind, h, d)), h, d, n_steps,
@@ -368,8 +429,44 @@ class Oracle(nn.Module):
         return (x - sqrt_ab * self.x0) / sqrt_1m_ab
 
 
+class GaussianOracle(nn.Module):
+    """The exact denoiser of data x0 ~ N(mu, sigma^2) per entry: E[x0 | x_t] (or its noise)."""
+
+    def __init__(self, dm: D.GaussianDiffusion, mu: float, sigma: float):
+        super().__init__()
+        self.dm, self.mu, self.var = dm, mu, sigma**2
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a, b = self.dm.sqrt_ab[t][:, None, None], self.dm.sqrt_1m_ab[t][:, None, None]
+        x0 = self.mu + a * self.var / (a**2 * self.var + b**2) * (x - a * self.mu)
+        return (x - a * x0) / b if self.dm.predict_epsilon else x0
+
+
+def oracle_samples(n_steps: int, predict_epsilon: bool, mu=0.3, sigma=0.2) -> torch.Tensor:
+    torch.manual_seed(0)
+    dm = D.GaussianDiffusion(nn.Identity(), 4, 2, n_steps, predict_epsilon)
+    dm.ema = GaussianOracle(dm, mu, sigma)  # the sampler denoises with the EMA copy
+    mask = torch.zeros(4, 2, dtype=torch.bool)
+    return dm.sample(torch.zeros(20_000, 4, 2), mask)
+
+
 class TestDiffusion:
     """The denoisers and the DDPM: its loss, sampling with inpainting, condition_mask, the EMA."""
+
+    @pytest.mark.parametrize("predict_epsilon", [False, True])
+    def test_oracle_denoiser_samples_approach_the_data_as_steps_grow(self, predict_epsilon):
+        """With the exact denoiser of Gaussian data N(0.3, 0.2^2), ancestral DDPM samples have the
+        data's mean, and their spread approaches 0.2 from below as the steps grow (few steps shrink it:
+        each step returns a posterior mean: 0.094, 0.153, 0.191 at 5, 20, 200 steps). A doubled noise
+        term, no noise, or a dropped term of the posterior mean breaks one of these."""
+        stds = {}
+        for k in (5, 20, 200):
+            x = oracle_samples(k, predict_epsilon)
+            assert abs(x.mean().item() - 0.3) < 0.01, f"{k} steps: sample mean {x.mean():.3f}, data 0.3"
+            stds[k] = x.std().item()
+        assert stds[5] < stds[20] < stds[200] <= 0.2 * 1.02, f"spread must grow toward 0.2: {stds}"
+        assert stds[200] > 0.2 * 0.9, f"200 steps: spread {stds[200]:.3f}, data 0.2"
+
 
     @pytest.mark.parametrize("kind", ["mlp", "unet"])
     @pytest.mark.parametrize("predict_epsilon", [False, True])
@@ -1107,6 +1204,23 @@ class TestRolloutAndFilter:
             "a trajectory's return counts only its steps up to the first terminal"
         )
 
+    def test_synthesise_counts_the_fallen_among_all_and_among_the_kept(self):
+        """fallen_all / fallen_kept: the share of trajectories that reach a terminal state, of all
+        of them and of those the filter keeps. A fallen one's return stops at its fall, so with a
+        reward of 1 per step the top 60% are exactly the six that never fall."""
+
+        class One:
+            def predict(self, states, actions):
+                return torch.ones(states.shape[:-1])
+
+        cfg = tiny_cfg(horizon=8, iterations=0, keep_ratio=0.6)
+        start = torch.tensor([-10.0, -9, -8, -7, -6, -5, 0, 1, 2, 3])  # the last 4 reach 5
+        s0 = torch.stack([start, torch.arange(10.0)], 1)
+        _, stats = D.synthesise(s0, lambda s: torch.zeros(*s.shape[:-1], 1), CounterDynamics(),
+                                None, One(), cfg, lambda s: s[:, 0] >= 5)  # fmt: skip
+        assert stats["fallen_all"] == pytest.approx(0.4), f"4 of 10 fall: {stats['fallen_all']}"
+        assert stats["fallen_kept"] == 0.0, f"none of the kept 6 falls: {stats['fallen_kept']}"
+
     def test_synthesise_without_terminal_fn_emits_all_and_filters(self):
         cfg = tiny_cfg(horizon=6, iterations=0, keep_ratio=0.5)
         n = 10
@@ -1162,7 +1276,8 @@ class TestTraining:
         steps = np.concatenate([np.arange(n) for n in lengths])
         obs = np.stack([ids, steps], 1).astype(np.float32)
         data = dict(observations=obs, next_observations=(obs + [0, 1]).astype(np.float32),
-                    actions=(steps[:, None] / 40).astype(np.float32), episode_ids=ids)  # fmt: skip
+                    actions=(steps[:, None] / 40).astype(np.float32), episode_ids=ids,
+                    rewards=np.zeros(len(ids), np.float32), terminals=np.zeros(len(ids), np.float32))  # fmt: skip
         seen = []
 
         def record(dm, x0, mask):  # the loss stub: keep the raw window, no learning signal
@@ -1311,3 +1426,27 @@ class TestTraining:
             f"the DM learns s' = A s + B a: one-step error of its samples {err_trained:.3f} must "
             f"be below 0.2x an untrained one's {err_untrained:.3f} (seen: ~0.02x)"
         )
+
+    @pytest.mark.parametrize("entry", ["trainer", "dynamics", "reward", "diffusion"])
+    def test_every_entry_of_data_checks_it(self, entry):
+        """Rewards shaped [N, 1] (a common slip) are named at the door, not deep in a matmul."""
+        data = contract_data()
+        data["rewards"] = data["rewards"][:, None]
+        cfg = tiny_cfg(dm_steps=1, model_epoch_steps=1, model_max_epochs=1)
+        call = dict(
+            trainer=lambda: D.DyDiffTrainer(cfg, data),
+            dynamics=lambda: D.train_dynamics(data, cfg),
+            reward=lambda: D.train_reward_model(data, cfg),
+            diffusion=lambda: D.train_diffusion(data, cfg),
+        )[entry]
+        with pytest.raises(ValueError, match=r"data\['rewards'\]: expected shape \[N\]"):
+            call()
+
+    def test_every_entry_accepts_contract_data(self):
+        data = contract_data()
+        cfg = tiny_cfg(horizon=4, dm_steps=1, model_epoch_steps=1, model_max_epochs=1)
+        models = dict(dynamics=D.train_dynamics(data, cfg), reward=D.train_reward_model(data, cfg),
+                      diffusion=D.train_diffusion(data, cfg))  # fmt: skip
+        trainer = D.DyDiffTrainer(cfg, data, models)
+        trainer.train(2)
+        assert trainer.updates == 2, f"the trainer must run on contract data: {trainer.updates}"
