@@ -221,6 +221,8 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
     incomplete (medium needs medium-replay's policy, so medium-replay is made first): medium-replay
     from the shipped file unless `remake`; with make=False nothing is made but that import (else
     FileNotFoundError). One lock for both: a second process waits, then uses what the first made."""
+    if level == "medium" and not make and check_local(local_dataset_id("medium"))[0] is None:
+        raise FileNotFoundError(f"{local_dataset_id('medium')} is not made yet")
     replay_id, folder = local_dataset_id("medium-replay"), Path(get_dataset_path("local/hopper"))
     folder.mkdir(parents=True, exist_ok=True)
     with file_lock(folder / "hopper.lock"):
@@ -229,7 +231,7 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
             shutil.rmtree(get_dataset_path(replay_id), ignore_errors=True)
             if SHIPPED.exists() and not remake:
                 log(f"making {replay_id} from data/{SHIPPED.name} (the data of our results)")
-                replay = import_shipped(replay_id)
+                replay = import_shipped(replay_id, SHIPPED)
         if replay is None and not make:
             raise FileNotFoundError(f"{replay_id} is neither local nor in data/")
         if replay is None:
@@ -240,8 +242,6 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
             return replay
         medium_id = local_dataset_id("medium")
         medium = check_local(medium_id)[0]
-        if medium is None and not make:
-            raise FileNotFoundError(f"{medium_id} is not made yet")
         if medium is None:
             shutil.rmtree(get_dataset_path(medium_id), ignore_errors=True)
             log(f"making {medium_id}: {medium_steps:,} steps of the medium policy")

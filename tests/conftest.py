@@ -56,7 +56,7 @@ def hopper_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("hopper")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MINARI_DATASETS_PATH", str(root))
-        MJ.load_or_generate("medium", log=lambda m: None, **HOPPER_SMALL)
+        MJ.load_or_generate("medium", remake=True, log=lambda m: None, **HOPPER_SMALL)  # not data/
     return root
 
 

@@ -249,6 +249,14 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
     other = SC.aggregate("maze2d-umaze", "empty", "td3bc", ("g/td3bc=td3bc", "g/dydiff=M=2"))
     assert set(other) == {"td3bc", "M=2"} and other["M=2"]["final_minus_td3bc"]["seeds"] == [0, 1, 2]
     assert other["M=2"]["final_per_seed"] == [15.0, 26.0, 30.0, 99.0]
+    # a group with runs of its own takes another group's runs on its own seeds only (one table,
+    # one set of seeds): a group of seeds 0 and 1 gets dydiff's seeds 0 and 1, not 2 and 3
+    sub = tmp_path / "results" / "sub" / "maze2d-umaze"
+    sub.mkdir(parents=True)
+    for seed in (0, 1):
+        (sub / f"td3bc_seed{seed}.json").write_text((folder / f"td3bc_seed{seed}.json").read_text())
+    mixed = SC.aggregate("maze2d-umaze", "sub", "td3bc", ("g/dydiff=M=2",))
+    assert mixed["M=2"]["seeds"] == [0, 1], mixed["M=2"]["seeds"]
     assert not (tmp_path / "results" / "empty" / "maze2d-umaze").exists()
 
 

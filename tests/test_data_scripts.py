@@ -411,3 +411,31 @@ def test_mujoco_script_bad_input_is_one_line(flag, capsys):
         MJ.main([flag, "-1"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_shipped_hopper_file_installs_the_same_arrays_and_a_changed_file_is_one_line(
+    hopper_root, tmp_path, monkeypatch, capsys
+):
+    """data/'s file is the results' Hopper data: exported, then installed where the set is missing,
+    it gives the driver the very arrays (so the same content hash) and the SAC policy beside them;
+    a file whose sha256 is not the recorded one is refused in one line, and nothing is trained."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
+    replay = minari.load_dataset(MJ.local_dataset_id("medium-replay"))
+    shipped = tmp_path / "shipped.npz"
+    MJ.export(replay, shipped)
+    monkeypatch.setattr(MJ, "SHIPPED", shipped)
+    monkeypatch.setattr(MJ, "SHIPPED_SHA256", MJ.sha256(shipped))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "fresh"))  # the set is missing here
+    task = T.resolve_task("hopper-medium-replay")
+    installed = T.load_dataset(task, None, log=lambda m: None)
+    mine, theirs = T.dataset_to_arrays(installed, task), T.dataset_to_arrays(replay, task)
+    assert all(np.array_equal(mine[k], theirs[k]) for k in theirs), "installed arrays differ"
+    assert installed.storage.metadata["ref_min_score"] == replay.storage.metadata["ref_min_score"]
+    assert (Path(get_dataset_path(installed.spec.dataset_id)) / MJ.POLICY_FILE).is_file()
+    monkeypatch.setattr(MJ, "SHIPPED_SHA256", "0" * 64)  # the file is not the recorded one
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "fresh2"))
+    with pytest.raises(SystemExit) as e:
+        T.main(["--env", "hopper-medium-replay", "--out", str(tmp_path), "--cache", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1 and "sha256" in err, err
+    assert not (tmp_path / "fresh2" / "local" / "hopper" / "medium-replay-v0" / "data").exists()

@@ -179,3 +179,22 @@ def test_each_departure_in_the_readme_is_marked_in_the_code():
     code = (HERE / "dydiff.py").read_text() + (HERE / "train_offline.py").read_text()
     assert [n for n in numbers if not re.search(rf"departure {n}\b", code, re.I)] == []
     assert "the authors' warm-up" not in code.replace("departure 8: the authors' warm-up", "")
+
+
+def test_a_run_says_which_config_default_its_task_overrides_and_help_shows_the_tasks_values(tmp_path, capsys):
+    """Config says updates=100,000; maze2d-umaze runs 50,000: the run says so in one line, a flag
+    silences it, and `--env X --help` shows X's value beside Config's."""
+    T.make_config(T.parse_args(["--env", "maze2d-umaze", "--out", str(tmp_path / "runs"),
+                                "--cache", str(tmp_path / "cache")]), T.resolve_task("maze2d-umaze"))  # fmt: skip
+    out = capsys.readouterr().out
+    line = [x for x in out.splitlines() if "sets" in x]
+    assert len(line) == 1 and "updates=50,000 (Config: 100,000)" in line[0], out
+    args = T.parse_args(["--env", "maze2d-umaze", "--updates", "7", "--out", str(tmp_path / "runs"),
+                         "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert T.make_config(args, T.resolve_task("maze2d-umaze")).updates == 7
+    assert "updates=" not in capsys.readouterr().out, "a flag overrides the task: nothing to say"
+    for env, steps in (("hopper-medium-replay", "20000"), ("maze2d-umaze", "5000")):
+        with pytest.raises(SystemExit):
+            T.parse_args(["--env", env, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"DM training steps [{steps} for {env}; Config: 5000]" in text, text

@@ -18,6 +18,7 @@ import dydiff as D
 import train_offline as T
 from minari.storage.datasets_root_dir import get_dataset_path
 from scripts import pointmaze_dataset as P
+from scripts.files import content_hash
 from support import HERE, rl_rows, run_dirs, run_main, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -426,3 +427,46 @@ def test_a_failed_cache_write_is_one_line_and_keeps_the_dataset(workdir, tmp_pat
     err = capsys.readouterr().err
     assert err.startswith("error:") and "Traceback" not in err and len(err.splitlines()) == 1
     assert sorted(p.stat().st_mtime_ns for p in folder.rglob("*")) == before  # not regenerated
+
+
+def test_summary_records_every_setting_hashes_and_a_resumed_runs_first_command(
+    workdir, capsys, monkeypatch
+):
+    """summary.json holds every Config value (M included), content hashes of the data and of each
+    model's weights (equal files, equal hashes), and for a resumed run the command that started it."""
+    real_evaluate, calls = T.evaluate, []
+
+    def interrupted(*a, **k):  # Ctrl-C at the second evaluation
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+
+    monkeypatch.setattr(T, "evaluate", interrupted)
+    argv = ("--smoke", "--seed", "25", "--iterations", "1", "--updates", "20", "--eval-every", "10")
+    assert run_main(workdir, *argv, cache="cache_hashes") == 130
+    (run,) = run_dirs(workdir, "dydiff__25")
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"command": "the first command"}))
+    monkeypatch.setattr(T, "evaluate", real_evaluate)
+    assert run_main(workdir, "--resume", str(run)) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["command"] == "the first command" and summary["resumed_by"], summary["command"]
+    assert summary["config"] == config["config"], "summary.json must hold every Config value"
+    assert summary["config"]["iterations"] == 1
+    assert set(summary["hashes"]) == {"data", "dynamics", "reward", "diffusion"}
+    state = torch.load(summary["model_files"]["reward"], weights_only=False)["state"]
+    assert summary["hashes"]["reward"] == content_hash(t.numpy() for t in state.values())
+    capsys.readouterr()
+
+
+def test_iterations_zero_trains_and_loads_no_diffusion_model(workdir, capsys):
+    """M = 0 (the single-step model's rollouts only) never trains, loads or names a DM."""
+    argv = ("--smoke", "--seed", "26", "--iterations", "0", "--updates", "10", "--eval-every", "10")
+    assert run_main(workdir, *argv, cache="cache_m0") == 0
+    out = capsys.readouterr().out
+    assert "diffusion model: trained" not in out and "diffusion model: loaded" not in out, out
+    assert not list((workdir / "cache_m0" / "models").glob("diffusion__*")), "a DM was cached"
+    (run,) = run_dirs(workdir, "dydiff__26")
+    summary = json.loads((run / "summary.json").read_text())
+    assert "diffusion" not in summary["model_files"] and "diffusion" not in summary["hashes"]
