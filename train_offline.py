@@ -55,12 +55,8 @@ class Task:
     maze: str | None = None  # "umaze" / "medium" / "large" for PointMaze data
     dense: bool = False  # dense maze reward exp(-distance)
     eval_episodes: int = 10  # episodes per evaluation
-    updates: int = 100_000  # TD3+BC updates
-    dm_steps: int = 20_000  # DM training steps (on Hopper 5,000 leave the DM the weak link: docs)
-
-    def settings(self) -> dict:
-        """The dydiff.Config fields this task sets over Config's defaults (its flags set them)."""
-        return {"updates": self.updates, "dm_steps": self.dm_steps}
+    # the dydiff.Config fields it sets over Config's (Hopper: 5,000 DM steps were too few, docs)
+    settings: dict = dataclasses.field(default_factory=lambda: dict(updates=100_000, dm_steps=20_000))
 
 
 TASKS = {  # Minari's MuJoCo sets are Gymnasium v5 data, NOT D4RL's hopper-medium-v2 and so on
@@ -80,8 +76,8 @@ def resolve_task(name: str) -> Task:
     maze = dataset_id.rsplit("/", 1)[-1].split("-")[0]
     if "pointmaze/" not in dataset_id or maze not in pointmaze.MAZES:
         return Task(dataset_id)
-    return Task(dataset_id, maze, "-dense" in dataset_id, eval_episodes=50, dm_steps=5_000,
-                updates=50_000 if maze == "umaze" else 125_000)  # larger mazes: docs/results.md
+    updates = 50_000 if maze == "umaze" else 125_000  # larger mazes: docs/results.md
+    return Task(dataset_id, maze, "-dense" in dataset_id, 50, dict(updates=updates, dm_steps=5_000))
 
 
 # ---- Data ----------------------------------------------------------------------------------------
@@ -93,13 +89,8 @@ def load_dataset(task: Task, n_steps: int | None, log=print, regenerate=False):
         with contextlib.suppress(FileNotFoundError):
             return minari.load_dataset(task.dataset_id)
         if task.dataset_id.startswith("local/hopper/"):  # ours: data/ has medium-replay's file
-            from scripts.mujoco_dataset import load_or_generate  # (imports Stable-Baselines3)
-
-            level = task.dataset_id.rsplit("/", 1)[1].removesuffix("-v0")  # medium-replay, medium
-            try:  # never a 40-minute SAC run from here
-                return load_or_generate(level, make=False, log=log)
-            except (FileNotFoundError, ValueError) as e:
-                raise UserError(f"{e}: python scripts/mujoco_dataset.py [--level medium]") from None
+            from scripts.mujoco_dataset import install  # (imports Stable-Baselines3)
+            return install(task.dataset_id, log)  # never a 40-minute SAC run from here
         folder = Path(get_dataset_path(task.dataset_id))
         if not (local and get_dataset_path(local).exists() or folder.exists()):
             log(f"{task.dataset_id} is not local; trying to download it")
@@ -112,8 +103,7 @@ def load_dataset(task: Task, n_steps: int | None, log=print, regenerate=False):
     if not local:  # only maze data can be made here
         raise UserError("--dataset-size only applies to maze tasks" if n_steps else f"dataset "
                         f"{task.dataset_id} is not local; `minari download` it where there is a network")  # fmt: skip
-    n_steps = n_steps or 1_000_000
-    return pointmaze.load_or_generate(task.maze, n_steps, task.dense, log, regenerate=regenerate)
+    return pointmaze.load_or_generate(task.maze, n_steps or 1_000_000, task.dense, log, regenerate)
 
 
 def dataset_to_arrays(dataset: minari.MinariDataset, task: Task) -> dict[str, np.ndarray]:
@@ -190,8 +180,8 @@ def make_eval_env(dataset: minari.MinariDataset):  # mazes: one goal cell, Minar
 
 
 def evaluate(policy, dataset: minari.MinariDataset, n_episodes: int, seed: int) -> dict:
-    """Mean return and normalised score over n_episodes of the dataset's eval env; episode k is
-    reset with seed + k. policy maps states [1, S] to actions [1, A]."""
+    """Mean return and normalised score over n_episodes of the dataset's eval env (episode k reset
+    with seed + k); policy maps states [1, S] to actions [1, A]."""
     env, returns = make_eval_env(dataset), np.zeros(n_episodes)
     for k in range(n_episodes):
         obs, done = env.reset(seed=seed + k)[0], False
@@ -216,13 +206,13 @@ SMOKE = dict(updates=300, eval_every=150, horizon=8, rollout_batch_size=64, roll
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train DyDiff+TD3BC (or TD3+BC) on a Minari dataset.",
-                                add_help=False)
+                                add_help=False)  # fmt: skip
     task_sets = {}
     p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage
     p.add_argument("--env", default="maze2d-umaze", help="task (docs/details.md) or Minari dataset id")
     env = p.parse_known_args(argv)[0].env  # (--help is answered below, with this task's values)
     with contextlib.suppress(UserError):  # an unknown env is reported by train()
-        task_sets = resolve_task(env).settings()
+        task_sets = resolve_task(env).settings
     p.add_argument("-h", "--help", action="help", help="show this help (with --env X: X's values)")
     p.add_argument("--algo", choices=("dydiff", "td3bc"), default="dydiff")
     p.add_argument("--seed", type=int, default=0, help="seed of the RL phase")
@@ -252,7 +242,7 @@ def make_config(args: argparse.Namespace, task: Task) -> dydiff.Config:
         if getattr(args, flag) is not None and not low <= getattr(args, flag) < 2**32:
             raise UserError(f"invalid setting: --{flag.replace('_', '-')} must be in [{low}, 2^32)")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(dydiff.Config)[1:]}
-    task_sets = {k: v for k, v in task.settings().items() if given[k] is None}
+    task_sets = {k: v for k, v in task.settings.items() if given[k] is None}
     values = task_sets | (SMOKE if args.smoke else {}) | {k: v for k, v in given.items() if v is not None}
     if over := [f"{k}={v:,} (Config: {getattr(dydiff.Config, k):,})" for k, v in task_sets.items()
                 if v != getattr(dydiff.Config, k) and not (args.smoke and k in SMOKE)]:  # fmt: skip
@@ -287,9 +277,8 @@ MODELS = {  # name: (training function, builder of an untrained model of the sam
 
 
 def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict):
-    """Each model loaded from cache/models/ if the same code, data, settings, --model-seed and
-    number of threads made it, else trained and cached (one run trains, others wait). Returns the
-    models, their training curves and the files they are in. (Threads change float sums.)"""
+    """Each model from cache/models/ if the same code, data, settings, --model-seed and threads
+    (float sums) made it, else trained and cached (one run trains, others wait). -> models, curves, files"""
     models, curves, files = {}, [], {}
     for name, (fit, _) in MODELS.items():
         if name == "diffusion" and cfg.iterations == 0:  # M = 0: single-step rollouts only
@@ -337,8 +326,7 @@ def load_model(name: str, path, cfg: dydiff.Config, data: dict):
 
 
 def read_run(run_dir) -> dict:
-    """A run folder's checkpoint (--resume, benchmarks): args (settings the run predates default,
-    named in "defaulted"), trainer, rng, rows, times, models (files). Else a UserError."""
+    """A run's checkpoint (--resume, benchmarks), settings it predates default ("defaulted")."""
     load = lambda p: torch.load(p, map_location="cpu", weights_only=False)  # noqa: E731
     ckpt = read_cached(Path(run_dir, "checkpoint.pt"), load, log=lambda m: None)
     if not isinstance(ckpt, dict) or {"args", "trainer", "rng", "rows", "times", "models"} - set(ckpt):
@@ -482,10 +470,7 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files, data
     ax.legend(fontsize=7)
     save_figure(fig, run_dir / "learning_curve.png")
     if task.maze and trainer.models:  # real windows beside DyDiff rollouts of the final policy
-        env = make_eval_env(dataset)
-        figure = pointmaze.draw_rollouts(env.unwrapped.maze, data, trainer)
-        save_figure(figure, run_dir / "trajectories.png")
-        env.close()
+        save_figure(pointmaze.draw_rollouts(dataset, data, trainer), run_dir / "trajectories.png")
     result = f"final {scores[-1]:.1f}, best {max(scores):.1f}" if scores else "no reference scores"
     print(f"\n{args.algo} on {args.env}, seed {args.seed}, {trainer.updates:,} updates: normalised "
           f"score {result}" + ("\nSMOKE RUN: tiny sizes, this score means nothing" * args.smoke)

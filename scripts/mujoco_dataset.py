@@ -199,8 +199,8 @@ def sha256(path: Path) -> str:
 
 def import_shipped(dataset_id: str, path: Path = SHIPPED) -> minari.MinariDataset:
     """The shipped file, checked against its content hash, saved as the Minari dataset dataset_id."""
-    if (found := sha256(path)) != SHIPPED_SHA256:
-        raise ValueError(f"{path.name} has sha256 {found[:12]}..., not the shipped data's")
+    if (found := sha256(path)) != SHIPPED_SHA256:  # an OSError, as gzip's BadGzipFile
+        raise OSError(f"{path.name} has sha256 {found[:12]}..., not the shipped data's")
     z = np.load(path)
     ends, obs_ends = np.cumsum(z["lengths"]), np.cumsum(z["lengths"] + 1)  # T + 1 observations
     episodes = [EpisodeBuffer(observations=o, actions=a, rewards=r, terminations=te, truncations=tr)
@@ -211,6 +211,16 @@ def import_shipped(dataset_id: str, path: Path = SHIPPED) -> minari.MinariDatase
     return save_with_scores(dataset_id, episodes, gym.make(ENV_ID), float(z["ref_scores"][0]),
                             policy, description=str(z["description"]), algorithm_name="SB3 SAC, "
                             "every transition until the medium level (local, D4RL's recipe)")  # fmt: skip
+
+
+def install(dataset_id: str, log=print) -> minari.MinariDataset:
+    """For the driver: a local Hopper set, medium-replay installed from data/ if it is missing;
+    never made by SAC or rollouts here (an OSError says what to do, in one line)."""
+    level = dataset_id.rsplit("/", 1)[1].removesuffix("-v0")  # medium-replay or medium
+    try:
+        return load_or_generate(level, make=False, log=log)
+    except OSError as e:  # missing, or data/'s file changed
+        raise OSError(f"{e}: python scripts/mujoco_dataset.py [--level medium]") from None
 
 
 def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_steps: int = 1_000_000,
@@ -277,10 +287,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote data/{SHIPPED.name}: sha256 {sha256(SHIPPED)}")
     except FileExistsError:
         parser.error(f"data/{SHIPPED.name} exists: delete it first to export another")
-    except OSError as e:
-        parser.error(f"cannot write the datasets ({e}); set MINARI_DATASETS_PATH")
-    except ValueError as e:  # the shipped file is not the one the results used
-        parser.error(f"{e}; get data/ again (git checkout data), or --remake")
+    except OSError as e:  # data/'s file changed, or a folder that cannot be written
+        parser.error(f"{e}; git checkout data/, or --remake" if "sha256" in str(e) else
+                     f"cannot write the datasets ({e}); set MINARI_DATASETS_PATH")  # fmt: skip
+
     except KeyboardInterrupt:
         print("interrupted: a dataset without its reference scores is made again next time",
               file=sys.stderr)  # fmt: skip

@@ -247,9 +247,9 @@ def draw_trajectories(maze: Maze, panels: dict[str, np.ndarray]):
 
 
 # ---- Generation ----
-def draw_rollouts(maze: Maze, data: dict, trainer, n: int = 12):
-    """n real windows of the data beside DyDiff rollouts (dydiff.py) of the trainer's policy from
-    the same start states, over the walls."""
+def draw_rollouts(dataset: minari.MinariDataset, data: dict, trainer, n: int = 12):
+    """n real windows of the data (its arrays) beside DyDiff rollouts (dydiff.py) of the trainer's
+    policy from the same start states, over the walls of the dataset's evaluation maze."""
     import torch
 
     import dydiff
@@ -261,7 +261,10 @@ def draw_rollouts(maze: Maze, data: dict, trainer, n: int = 12):
     s0 = torch.as_tensor(real[:, 0], device=cfg.device)
     synth, _ = dydiff.dydiff_rollout(s0, trainer.agent.act, *models, cfg.horizon, cfg.iterations)
     panels = {"real data windows": real, f"DyDiff rollouts (M={cfg.iterations})": synth.cpu()}
-    return draw_trajectories(maze, panels)
+    env = make_env(dataset.recover_environment(eval_env=True))
+    figure = draw_trajectories(env.unwrapped.maze, panels)
+    env.close()
+    return figure
 
 
 def _make_maze_envs(maze: str, dense: bool, n_steps: int) -> tuple[gym.Env, gym.Env]:
