@@ -26,8 +26,7 @@ import torch.nn.functional as F
 # ---- 1. Config ------------------------------------------------------------------------------------
 @dataclass
 class Config:
-    device: str = "cpu"  # torch device for every tensor and model
-    # --- the run
+    device: str = "cpu"  # torch device for every tensor and model (the run's settings follow)
     updates: int = 100_000  # TD3+BC gradient updates
     eval_every: int = 2_500  # updates between evaluations
     # --- DyDiff rollouts (departure 4: sizes for a CPU; "authors:" gives theirs)
@@ -136,9 +135,8 @@ class ReplayBuffer:
 
 
 def sample_mixed(real: ReplayBuffer, synthetic: ReplayBuffer, n: int, real_ratio: float):
-    """A batch with real_ratio real rows and the rest synthetic; all real until the synthetic
-    buffer holds at least one batch worth of rows (departure 8: the authors' warm-up ends at the
-    synthetic share of one batch, 102 rows)."""
+    """A batch with real_ratio real rows and the rest synthetic; all real until the synthetic buffer
+    holds a batch (departure 8: the authors' warm-up ends at one batch's synthetic share, 102 rows)."""
     if synthetic.size < n or real_ratio == 1:
         return real.sample(n)
     n_real = round(n * real_ratio)
@@ -157,26 +155,22 @@ def window_starts(episode_ids: np.ndarray, horizon: int) -> np.ndarray:
 
 
 def check_data(data: dict) -> None:
-    """The data this module takes: a dict of numpy arrays, row i one transition of N.
-    observations [N, S], actions [N, A], rewards [N], next_observations [N, S], terminals [N]:
-    floating point (the models compute in float32), all finite; actions in [-1, 1] (TD3+BC's tanh
-    actor); terminals 0 or 1 (1: the episode ends at next_observations, a time limit is not one).
-    episode_ids [N]: integers, one per episode; an episode's rows are consecutive, in time order.
-    Raises one ValueError naming the key and what was expected."""
-    dims = dict(observations="N S", actions="N A", rewards="N", next_observations="N S",
-                terminals="N", episode_ids="N")  # fmt: skip
-    if missing := [k for k in dims if k not in data]:
-        raise ValueError(f"data: missing key '{missing[0]}' (expected keys {', '.join(dims)})")
-    x = {k: np.asarray(data[k]) for k in dims}
-    obs, act = x["observations"], x["actions"]
-    sizes = dict(N=len(obs) if obs.ndim else 0, S=obs.shape[1] if obs.ndim == 2 else "?",
-                 A=act.shape[1] if act.ndim == 2 else "?")  # fmt: skip
-    for k, d in dims.items():
-        want = [sizes[c] for c in d.split()]
-        kind = np.integer if k == "episode_ids" else np.floating
-        if list(x[k].shape) != want or not np.issubdtype(x[k].dtype, kind) or not sizes["N"]:
-            raise ValueError(f"data['{k}']: expected shape [{d.replace(' ', ', ')}] = {want} "
-                             f"(N > 0), {kind.__name__} dtype; got {list(x[k].shape)} {x[k].dtype}")
+    """The data this module takes, numpy arrays over N > 0 transitions: observations [N, S],
+    actions [N, A], rewards [N], next_observations [N, S], terminals [N], floats, all finite;
+    actions in [-1, 1] (TD3+BC's tanh actor); terminals 0 or 1 (1: the episode ends at
+    next_observations; a time limit is not one); episode_ids [N], integers, an episode's rows
+    consecutive and in time order. Anything else: one ValueError naming the key."""
+    shapes = dict(observations="NS", actions="NA", rewards="N", next_observations="NS",
+                  terminals="N", episode_ids="N")  # fmt: skip
+    if missing := [k for k in shapes if k not in data]:
+        raise ValueError(f"data: missing key '{missing[0]}' (expected keys {', '.join(shapes)})")
+    x = {k: np.atleast_1d(data[k]) for k in shapes}
+    sizes = dict(N=len(x["observations"]), S=x["observations"].shape[-1], A=x["actions"].shape[-1])
+    for k, dims in shapes.items():
+        want, kind = [sizes[d] for d in dims], np.integer if k == "episode_ids" else np.floating
+        if not sizes["N"] or list(x[k].shape) != want or not np.issubdtype(x[k].dtype, kind):
+            raise ValueError(f"data['{k}']: expected shape [{', '.join(dims)}] = {want}, N > 0, "
+                             f"{kind.__name__} values; got {list(x[k].shape)} {x[k].dtype}")
         if kind is np.floating and not np.isfinite(x[k]).all():
             raise ValueError(f"data['{k}']: expected finite values, got NaN or infinity")
     if (top := np.abs(x["actions"]).max()) > 1:
@@ -257,8 +251,6 @@ class TemporalUnet(nn.Module):
 
     def __init__(self, horizon: int, transition_dim: int, dim: int = 32, dim_mults=(1, 2, 4)):
         super().__init__()
-        if horizon % 2 ** (len(dim_mults) - 1):
-            raise ValueError(f"horizon {horizon} is not divisible by 2^{len(dim_mults) - 1}")
         dims = [transition_dim] + [dim * m for m in dim_mults]
         in_out = list(zip(dims[:-1], dims[1:]))
         self.time_mlp = nn.Sequential(SinusoidalEmbedding(dim), nn.Linear(dim, dim * 4), nn.Mish(),
@@ -462,7 +454,6 @@ class RewardModel(nn.Module):
     def __init__(self, state_dim: int, action_dim: int, hidden: int = 256):
         super().__init__()
         self.input_norm = Normalizer(state_dim + action_dim)
-        # one member: the same code path as the dynamics ensemble
         self.net = EnsembleMLP(1, state_dim + action_dim, 1, hidden, 2, nn.ReLU)
 
     def forward(self, sa: torch.Tensor) -> torch.Tensor:
@@ -495,8 +486,6 @@ def build_reward_model(cfg: Config, state_dim: int, action_dim: int) -> RewardMo
 class Saved:
     """A checkpoint (for --resume) of the attributes named in the subclass's tuple `saved`:
     networks, optimisers and buffers by their own state_dict, plain values as they are."""
-
-    saved: tuple[str, ...] = ()
 
     def state_dict(self) -> dict:
         values = {name: getattr(self, name) for name in self.saved}
@@ -663,8 +652,8 @@ def fit_with_holdout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Co
     """Train `model` (an ensemble with .loss and .errors on [E, B, .]) with holdout early stopping:
     holdout_ratio of the rows (at most max_holdout) are held out; each member trains on its own
     bootstrap resample; after every epoch of model_epoch_steps, training stops once model_patience
-    epochs bring no 1% gain in mean holdout MSE, and the best weights return (MBPO keeps one
-    snapshot per member: departure 6). Returns the holdout MSE per member, [E]."""
+    epochs bring no 1% gain in mean holdout MSE; the best weights return (MBPO keeps one snapshot
+    per member: departure 6). -> the holdout MSE per member, [E]."""
     n_members = model.net.n_members
     perm = torch.randperm(len(x), device=x.device)
     n_hold = min(int(len(x) * cfg.holdout_ratio), cfg.max_holdout)
@@ -726,11 +715,9 @@ def train_diffusion(data: dict, cfg: Config, log: Callable | None = None, log_ev
     """The DM trained on every H-step window of [state, action] rows inside an episode."""
     check_data(data)
     s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-    def as_rows(states):  # [N, S + A]: each state beside the action taken there
-        rows = np.concatenate([states, data["actions"]], 1)
-        return torch.as_tensor(rows, dtype=torch.float32, device=cfg.device)
-
-    rows, ends = as_rows(data["observations"]), as_rows(data["next_observations"])
+    f32 = dict(dtype=torch.float32, device=cfg.device)  # rows [N, S + A]: a state, its action
+    rows = torch.as_tensor(np.concatenate([data["observations"], data["actions"]], 1), **f32)
+    ends = torch.as_tensor(np.concatenate([data["next_observations"], data["actions"]], 1), **f32)
     starts = torch.as_tensor(window_starts(data["episode_ids"], cfg.horizon), device=cfg.device)
     if len(starts) == 0:
         raise ValueError(f"no episode is at least horizon={cfg.horizon} steps long")
@@ -781,19 +768,15 @@ class DyDiffTrainer(Saved):
         self.updates = 0
         self.last_rollout: dict = {}
 
-    def rollout(self) -> dict:
-        """One synthesis round into the synthetic buffer; returns its statistics."""
-        models = [self.models.get(k) for k in ("dynamics", "diffusion", "reward")]  # M = 0: no DM
-        s0 = self.real.sample(self.cfg.rollout_batch_size)["states"]
-        new, stats = synthesise(s0, self.agent.act, *models, self.cfg, self.terminal_fn)
-        self.synthetic.add(new)
-        return stats
-
     def step(self) -> dict:
-        """One TD3+BC update (preceded by a synthesis round when one is due)."""
+        """One TD3+BC update, preceded by a synthesis round into the synthetic buffer when due."""
         due = self.updates % self.cfg.rollout_every == 0 and self.cfg.real_ratio < 1
         if self.models is not None and due:  # (all-real batches would never use the rollouts)
-            self.last_rollout = self.rollout()
+            s0 = self.real.sample(self.cfg.rollout_batch_size)["states"]
+            models = [self.models.get(k) for k in ("dynamics", "diffusion", "reward")]  # M = 0: no DM
+            new, self.last_rollout = synthesise(s0, self.agent.act, *models, self.cfg,
+                                                self.terminal_fn)  # fmt: skip
+            self.synthetic.add(new)
         batch = sample_mixed(self.real, self.synthetic, self.cfg.batch_size, self.cfg.real_ratio)
         losses = self.agent.update(batch)
         self.updates += 1
