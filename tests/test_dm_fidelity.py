@@ -176,3 +176,27 @@ def test_smoke_run_from_the_command_line(maze, tmp_path):
     assert str(tmp_path) not in texts and str(ROOT) not in texts, "no absolute path in the JSON"
     assert path.with_suffix(".png").stat().st_size > 10_000
     assert "DyDiff M=2" in result.stdout
+
+
+def test_smoke_run_on_hopper(tmp_path):
+    """Hopper: a tiny local medium-replay set (SAC stops at its first evaluation, 299 steps), its
+    SAC policy as the controller; falls end a start state's truth, never the errors."""
+    from scripts import mujoco_dataset as MJ
+
+    root = tmp_path / "datasets"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MINARI_DATASETS_PATH", str(root))
+        MJ.load_or_generate("medium-replay", target=-1e9, max_steps=1_000, eval_every=300,
+                            learning_starts=200, log=lambda m: None)  # fmt: skip
+    argv = ["--env", "hopper-medium-replay", "--smoke", "--heldout", "0.2", "--out",
+            str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--threads", "1"]  # fmt: skip
+    env = dict(os.environ, MINARI_DATASETS_PATH=str(root))
+    cmd = [sys.executable, "benchmarks/dm_fidelity.py", *argv, *TINY]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (path,) = (tmp_path / "out").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["policies"] == ["SAC policy's mean"]
+    for cond, methods in record["per_step"].items():
+        for model, err in methods.items():
+            assert len(err) == 8 and all(e is None or np.isfinite(e) for e in err), (cond, model)
