@@ -188,8 +188,8 @@ def test_smoke_run_on_hopper(tmp_path):
         mp.setenv("MINARI_DATASETS_PATH", str(root))
         MJ.load_or_generate("medium-replay", target=-1e9, max_steps=1_000, eval_every=300,
                             learning_starts=200, log=lambda m: None)  # fmt: skip
-    argv = ["--env", "hopper-medium-replay", "--smoke", "--heldout", "0.2", "--out",
-            str(tmp_path / "out"), "--cache", str(tmp_path / "cache"), "--threads", "1"]  # fmt: skip
+    argv = ["--env", "hopper-medium-replay", "--smoke", "--heldout", "0.2", "--threads", "1",
+            "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "cache")]  # fmt: skip
     env = dict(os.environ, MINARI_DATASETS_PATH=str(root))
     cmd = [sys.executable, "benchmarks/dm_fidelity.py", *argv, *TINY]
     result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
