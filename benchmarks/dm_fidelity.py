@@ -100,13 +100,20 @@ def pretrain_on_training_episodes(data: dict, cfg, args, share: float, times: di
 
 
 # ---- Measuring -----------------------------------------------------------------------------------
-def per_step(pred: np.ndarray, truth: np.ndarray, std: np.ndarray) -> list:
-    """[H]: mean over start states of the MSE over state dimensions in std units; a start state
-    counts at h while its truth is defined (NaN: the simulated hopper fell). A NaN prediction
+def summarise(per_h: list) -> dict:
+    """{"mean": [H], "median": [H]} of each step's errors (None where a step has none). The mean
+    is the benchmark's number; the median shows when a few start states decide it."""
+    stats = (("mean", np.mean), ("median", np.median))
+    return {k: [float(f(e)) if len(e) else None for e in per_h] for k, f in stats}
+
+
+def per_step(pred: np.ndarray, truth: np.ndarray, std: np.ndarray) -> dict:
+    """Over start states, per step: the MSE over state dimensions in std units. A start state
+    counts at h while its truth is defined (NaN: the simulated hopper fell); a NaN prediction
     where the truth is defined stays NaN, never hidden."""
     alive = np.isfinite(truth).all(-1)  # [N, H]
-    err = np.where(alive, (((pred - np.nan_to_num(truth)) / std) ** 2).mean(-1), 0.0)
-    return (err.sum(0) / np.maximum(alive.sum(0), 1)).tolist()
+    err = (((pred - np.nan_to_num(truth)) / std) ** 2).mean(-1)
+    return summarise([err[alive[:, t], t] for t in range(err.shape[1])])
 
 
 def open_loop(dynamics, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -118,7 +125,7 @@ def open_loop(dynamics, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor
 
 
 def model_errors(models, s0, actions, truth, std, seed, policy=None, device="cpu") -> dict:
-    """{model: [H] errors} for start states s0 [N, S] under actions [N, H, A] with truth
+    """{model: per_step errors} for start states s0 [N, S] under actions [N, H, A] with truth
     [N, H, S]; with a policy (closed loop) also M = 0, 1, 2 (rollout_error.injection_rounds)."""
     t = lambda x: torch.as_tensor(x, dtype=torch.float32, device=device)  # noqa: E731
     torch.manual_seed(seed)
@@ -139,18 +146,17 @@ def tuple_steps(states: np.ndarray, next_states: np.ndarray) -> np.ndarray:
 
 
 def tuple_errors(env, tuples: dict, h: np.ndarray, std, horizon: int, n_max: int, seed: int):
-    """[H] one-step consistency by step h (of each tuple): the simulator set to s_i applies a_i,
-    against the stored s_{i+1}, in std units, for at most n_max tuples drawn at random."""
+    """One-step consistency per step h (of each tuple; h = 0: None): the simulator set to s_i
+    applies a_i, against the stored s_{i+1}, in std units, for at most n_max random tuples."""
     s, a, s2 = (tuples[k].cpu().numpy() for k in ("states", "actions", "next_states"))
     pick = np.random.default_rng(seed).choice(len(s), min(n_max, len(s)), replace=False)
     sim = RE.simulate(env, None, s[pick], 2, "cpu", seed, actions=a[pick, None])[:, 1]
     err = (((sim - s2[pick]) / std) ** 2).mean(1)
-    return [0.0] + [float(err[h[pick] == i].mean()) if (h[pick] == i).any() else None
-                    for i in range(1, horizon)]  # fmt: skip
+    return summarise([err[h[pick] == i] for i in range(horizon)])
 
 
 def fidelity(models, env, train, held, policies: dict, cfg, n: int, seed: int, terminal_fn=None):
-    """Every condition's {model: [H] errors}, plus the synthesis rounds' seconds and statistics.
+    """Every condition's {model: per_step errors}, and the synthesis rounds' seconds and stats.
     policies: {"controller": f, "trained actor": f or absent}, f batched on [..., S] tensors."""
     rng, h, dev = np.random.default_rng(seed), cfg.horizon, cfg.device
     std = np.concatenate([train["observations"], held["observations"]]).std(0) + 1e-6
@@ -194,13 +200,15 @@ def table_steps(horizon: int) -> list:
 
 def print_table(results: dict, horizon: int) -> None:
     steps = table_steps(horizon)
-    print("\nper-step MSE in std units against the truth (a: the data; b, c: the simulator)")
-    print(f"{'condition':<40}{'model':<24}" + "".join(f"{f'h={t}':>10}" for t in steps))
+    print("\nper-step MSE in std units against the truth (a: the data; b, c: the simulator), "
+          "mean over start states (median)")  # fmt: skip
+    print(f"{'condition':<38}{'model':<24}" + "".join(f"{f'h={t}':>18}" for t in steps))
     for cond, methods in results.items():
         for model, err in methods.items():
-            cells = "".join(f"{err[t]:>10.4f}" if err[t] is not None else f"{'-':>10}"
-                            for t in steps)  # fmt: skip
-            print(f"{cond:<40}{model:<24}{cells}")
+            mean, median = err["mean"], err["median"]
+            cells = "".join(f"{mean[t]:>9.4f} ({median[t]:.4f})" if mean[t] is not None
+                            else f"{'-':>18}" for t in steps)  # fmt: skip
+            print(f"{cond:<38}{model:<24}{cells}")
 
 
 def plot(results: dict, horizon: int, title: str, path: Path) -> None:
@@ -208,9 +216,10 @@ def plot(results: dict, horizon: int, title: str, path: Path) -> None:
     rows = -(-len(results) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.8 * rows), squeeze=False)
     for ax, (cond, methods) in zip(axes.flat, results.items()):
-        for model, err in methods.items():
-            y = [np.nan if e is None else e for e in err[1:]]
-            ax.plot(range(1, horizon), y, label=model, color=COLOURS.get(model))
+        for model, err in methods.items():  # the mean, and the median thin and dashed
+            for stat, style in (("mean", dict(label=model)), ("median", dict(lw=0.8, ls="--"))):
+                y = [np.nan if e is None else e for e in err[stat][1:]]
+                ax.plot(range(1, horizon), y, color=COLOURS.get(model), **style)
         ax.set(yscale="log", xlabel="step h", ylabel="MSE (std units)", title=cond)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
@@ -229,10 +238,11 @@ def cpu_name() -> str:
 
 
 def output_name(args, env: str) -> str:
-    """<env>__<Config flags given>__mseed<N>: one file per task and model settings."""
+    """<env>__<Config flags given>__mseed<N>[__seed<N>]: one file per task and model settings."""
     fields = [f.name for f in dataclasses.fields(dydiff.Config)[1:]]
     given = [f"{k.replace('_', '-')}={v}" for k in fields if (v := getattr(args, k)) is not None]
-    name = "__".join([env.replace("/", "_"), *given, f"mseed{args.model_seed}"])
+    seed = [f"seed{args.seed}"] if args.seed else []  # the benchmark's own draws
+    name = "__".join([env.replace("/", "_"), *given, f"mseed{args.model_seed}", *seed])
     return name.replace(" ", "").replace("(", "").replace(")", "") + ("_smoke" * args.smoke)
 
 
@@ -292,13 +302,14 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
         "model_files": {k: Path(v).name for k, v in files.items()}, "model_hashes": hashes,
         "seconds": seconds | {"synthesis_round": synth["seconds"], "note": NOTE},
         "synthesis_stats": synth["stats"],
-        "error": "per-step MSE over the state dimensions in units of the data's std, index h",
+        "error": "per-step MSE over the state dimensions in units of the data's std, index h: "
+                 "mean and median over start states (c: over stored tuples)",
         "per_step": results,
     }  # fmt: skip
     text = json.dumps(record, indent=1)
     drv.atomic_write(out / f"{name}.json", lambda tmp: tmp.write_text(text))
-    plot(results, cfg.horizon, f"{name}: per-step MSE in std units (commit {drv.COMMIT})",
-         out / f"{name}.png")  # fmt: skip
+    title = f"{name}: per-step MSE in std units, mean (median dashed), commit {drv.COMMIT}"
+    plot(results, cfg.horizon, title, out / f"{name}.png")
     print_table(results, cfg.horizon)
     print(f"\nseconds: {json.dumps(record['seconds'])}")
     print(f"wrote {out}/{name}.json and .png")

@@ -79,21 +79,26 @@ def test_perfect_models_have_no_error_in_any_condition(maze):
     assert set(synth["seconds"]) == {"M=0", "M=1", "M=2"}
     for cond, methods in results.items():
         for model, err in methods.items():
-            worst = max(e for e in err if e is not None)
-            assert len(err) == 8 and worst < 1e-8, f"perfect model: {cond}, {model}: {err}"
+            worst = max(e for e in err["mean"] + err["median"] if e is not None)
+            assert len(err["mean"]) == 8 and worst < 1e-8, f"perfect model: {cond}, {model}: {err}"
 
 
 def test_biased_models_are_seen():
     """The error is the mean squared difference in std units: a shift of 0.1 std in one of 4
-    dimensions is 0.0025 at every step the truth is defined; the undefined step counts nothing."""
+    dimensions is 0.0025 at every step the truth is defined; the undefined step counts nothing.
+    The median ignores one start state far off; the mean does not."""
     truth = np.zeros((3, 4, 4), np.float32)
     truth[0, 3] = np.nan  # a hopper that fell: start state 0 does not count at h = 3
     std = np.array([2.0, 1.0, 1.0, 1.0])
     pred = np.zeros_like(truth)
     pred[:, 1:, 0] = 0.2
-    assert np.allclose(F.per_step(pred, truth, std), [0, 0.0025, 0.0025, 0.0025])
+    err = F.per_step(pred, truth, std)
+    assert np.allclose(err["mean"], [0, 0.0025, 0.0025, 0.0025]), err
+    pred[2, 2, 1] = 2.0  # start state 2 off by 2 std in another dimension at h = 2: +1 / 3
+    err = F.per_step(pred, truth, std)
+    assert np.isclose(err["mean"][2], 0.0025 + 1 / 3) and np.isclose(err["median"][2], 0.0025)
     pred[1, 3, 0] = np.nan  # a NaN prediction is never hidden
-    assert np.isnan(F.per_step(pred, truth, std)[3])
+    assert np.isnan(F.per_step(pred, truth, std)["mean"][3])
 
 
 def test_one_step_consistency_of_exact_tuples_is_zero_and_of_shifted_ones_not(maze):
@@ -107,10 +112,10 @@ def test_one_step_consistency_of_exact_tuples_is_zero_and_of_shifted_ones_not(ma
     steps = F.tuple_steps(tuples["states"].numpy(), tuples["next_states"].numpy())
     assert steps.tolist() == [*range(1, 8), *range(1, 8)], f"steps of two trajectories: {steps}"
     std = data["observations"].std(0)
-    exact = F.tuple_errors(env, tuples, steps, std, 8, 100, 0)
-    assert len(exact) == 8 and max(exact) < 1e-8, f"simulator tuples are consistent: {exact}"
+    exact = F.tuple_errors(env, tuples, steps, std, 8, 100, 0)["mean"]
+    assert len(exact) == 8 and max(exact[1:]) < 1e-8, f"simulator tuples are consistent: {exact}"
     tuples["next_states"] = tuples["next_states"] + 0.1 * torch.as_tensor(std)
-    shifted = F.tuple_errors(env, tuples, steps, std, 8, 100, 0)
+    shifted = F.tuple_errors(env, tuples, steps, std, 8, 100, 0)["mean"]
     assert np.allclose(shifted[1:], 0.01, rtol=1e-3), f"0.1 std off in every dimension: {shifted}"
 
 
@@ -169,7 +174,8 @@ def test_smoke_run_from_the_command_line(maze, tmp_path):
     assert "b: trained actor" in record["per_step"] and record["policy_run"]["algo"] == "td3bc"
     for cond, methods in record["per_step"].items():
         for model, err in methods.items():
-            assert len(err) == 8 and all(np.isfinite(err)), f"{cond}, {model}: {err}"
+            finite = all(e is None or np.isfinite(e) for e in err["mean"] + err["median"])
+            assert len(err["mean"]) == 8 and finite, f"{cond}, {model}: {err}"
     assert set(record["model_hashes"]) == {"dynamics", "reward", "diffusion"}
     assert "diffusion_training" in record["seconds"] and record["held_out"]["episodes"] >= 1
     texts = json.dumps(record)
@@ -199,4 +205,5 @@ def test_smoke_run_on_hopper(tmp_path):
     assert record["policies"] == ["SAC policy's mean"]
     for cond, methods in record["per_step"].items():
         for model, err in methods.items():
-            assert len(err) == 8 and all(e is None or np.isfinite(e) for e in err), (cond, model)
+            finite = all(e is None or np.isfinite(e) for e in err["mean"] + err["median"])
+            assert len(err["mean"]) == 8 and finite, (cond, model)
