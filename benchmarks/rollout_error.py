@@ -96,9 +96,10 @@ def in_walls(states: np.ndarray, maze) -> np.ndarray:
     return grid[i.clip(0, grid.shape[0] - 1), j.clip(0, grid.shape[1] - 1)]
 
 
-def simulate(env, policy, s0: np.ndarray, horizon: int, device: str, seed: int) -> np.ndarray:
+def simulate(env, policy, s0: np.ndarray, horizon: int, device: str, seed: int, actions=None):
     """States [N, H, S] of the real simulator under `policy`, one start state at a time; NaN
-    after a termination (a fallen hopper)."""
+    after a termination (a fallen hopper). With `actions` [N, >= H - 1, A] instead of a policy:
+    those actions, open loop (benchmarks/dm_fidelity.py)."""
     sim = np.full((len(s0), horizon, s0.shape[1]), np.nan, np.float32)
     sim[:, 0] = s0
     for k in range(len(s0)):
@@ -109,7 +110,10 @@ def simulate(env, policy, s0: np.ndarray, horizon: int, device: str, seed: int) 
         else:  # hopper: qpos = (x, s[:5]), qvel = s[5:]
             env.unwrapped.set_state(np.r_[0.0, s[:5]], s[5:])
         for t in range(1, horizon):
-            a = policy(torch.as_tensor(sim[k, t - 1][None], device=device))[0].cpu().numpy()
+            if actions is None:
+                a = policy(torch.as_tensor(sim[k, t - 1][None], device=device))[0].cpu().numpy()
+            else:
+                a = actions[k, t - 1]
             obs, _, terminated, _, _ = env.step(a)
             sim[k, t] = obs["observation"] if isinstance(obs, dict) else obs
             if terminated:
