@@ -34,7 +34,8 @@ from tqdm import tqdm
 
 import dydiff
 from scripts import pointmaze_dataset as pointmaze  # also registers the PointMaze envs
-from scripts.files import atomic_write, content_hash, file_lock, fingerprint, read_cached, write_csv
+from scripts.files import atomic_write, content_hash, file_lock, fingerprint, read_cached
+from scripts.files import weights_hash, write_csv
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -445,8 +446,7 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files, data
     data and of each model's weights), the pictures and a one-screen summary."""
     evals = [r for r in rows if "score" in r]
     command = json.loads((run_dir / "config.json").read_text())["command"]  # resumed: the first
-    hashes = {k: content_hash(t.cpu().numpy() for t in m.state_dict().values())
-              for k, m in (trainer.models or {}).items()} | {"data": data_key}  # fmt: skip
+    hashes = {k: weights_hash(m) for k, m in (trainer.models or {}).items()} | {"data": data_key}
     scores = [r["score"] for r in evals if np.isfinite(r["score"])]  # NaN: no reference scores
     summary = {
         "env": args.env, "algo": args.algo, "seed": args.seed, "model_seed": args.model_seed,

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import platform
 import sys
@@ -51,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 import dydiff  # noqa: E402
 import train_offline as drv  # noqa: E402
 from benchmarks import rollout_error as RE  # noqa: E402
+from scripts.files import content_hash, weights_hash  # noqa: E402
 
 DM, OPEN = "DM alone", "single-step, open loop"
 CLOSED = {0: "single-step, M=0", 1: "DyDiff M=1", 2: "DyDiff M=2"}  # closed loop, by M
@@ -70,16 +70,9 @@ def split_episodes(data: dict, share: float) -> tuple[dict, dict]:
     return {k: v[:cut] for k, v in data.items()}, {k: v[cut:] for k, v in data.items()}
 
 
-def content_hash(data: dict) -> str:
-    """A hash of arrays' content, as train_offline.load_data keys its data."""
-    return hashlib.sha1(b"".join(data[k].tobytes() for k in sorted(data))).hexdigest()[:12]
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    h = hashlib.sha1()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode() + v.detach().cpu().numpy().tobytes())
-    return h.hexdigest()[:12]
+def data_hash(data: dict) -> str:
+    """The content hash of arrays, as train_offline.load_data keys its data."""
+    return content_hash(data[k] for k in sorted(data))
 
 
 def windows(data: dict, horizon: int, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +88,7 @@ def pretrain_on_training_episodes(data: dict, cfg, args, share: float, times: di
     """(models, files, training data, held-out data): the driver's pretrain (and cache) on the
     training episodes only; their own content hash keys the cache, apart from a run's models."""
     train, held = split_episodes(data, share)
-    models, _, files = drv.pretrain(train, cfg, args, content_hash(train), times)
+    models, _, files = drv.pretrain(train, cfg, args, data_hash(train), times)
     return models, files, train, held
 
 
@@ -292,7 +285,7 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     record = {
         "command": " ".join(["python benchmarks/dm_fidelity.py", *map(RE.portable, argv)]),
         "commit": drv.COMMIT, "env": args.env, "dataset": dataset.spec.dataset_id,
-        "data_hash": data_key, "training_data_hash": content_hash(train),
+        "data_hash": data_key, "training_data_hash": data_hash(train),
         "held_out": {"rule": f"the last {own.heldout:.0%} of the episodes (data order), in no "
                      "model's training data", "episodes": n_held, "rows": len(held["rewards"])},
         "seed": args.seed, "model_seed": args.model_seed, "n_start_states": n,

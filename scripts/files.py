@@ -95,6 +95,11 @@ def content_hash(arrays) -> str:
     return hashlib.sha1(b"".join(a.tobytes() for a in arrays)).hexdigest()[:12]
 
 
+def weights_hash(model) -> str:
+    """content_hash of a model's weights and buffers, in state_dict order."""
+    return content_hash(t.detach().cpu().numpy() for t in model.state_dict().values())
+
+
 def fingerprint(code: list, cfg=None, *extra) -> str:
     """A hash of the code of `code` and of all our code it names (syntax trees: comments and
     layout do not count), of the fields of the settings dataclass cfg that code reads, and of extra

@@ -132,7 +132,7 @@ def test_held_out_episodes_never_reach_the_models(maze, monkeypatch, tmp_path):
     assert not trained & held_ids, f"held-out episodes {sorted(trained & held_ids)} were trained on"
     assert len(held_ids) == round(0.2 * n_episodes) and max(held_ids) == n_episodes - 1
     assert len(seen["d"]["rewards"]) + len(held["rewards"]) == len(data["rewards"])
-    assert seen["key"] == F.content_hash(train) != F.content_hash(data)
+    assert seen["key"] == F.data_hash(train) != F.data_hash(data)
     one, _ = F.split_episodes(data, 1e-9)  # at least one episode held out, never all
     assert len(set(one["episode_ids"])) == n_episodes - 1
     assert len(set(F.split_episodes(data, 0.5)[1]["episode_ids"])) == round(0.5 * n_episodes)
