@@ -18,8 +18,9 @@ uniform policy over 100 episodes (as Minari measures it), expert = D4RL's Hopper
 (we train no expert).
 
 SAC's path depends on the CPU (float sums differ, and the stop fires on one noisy evaluation), so
-the medium-replay data the results used is shipped in data/ with its content hash, and is what
-this script (and the driver) install; --remake trains SAC anew instead (other data on another CPU).
+the medium-replay data of the results is to ship in data/ with its content hash (--export writes
+it, with the SAC policy); where that file exists, this script and the driver install it, and
+--remake trains SAC anew instead (other data on another CPU).
 
 Saved under our own ids, never an official one: local/hopper/medium-replay-v0 and
 local/hopper/medium-v0 (the SAC policy is kept beside the medium-replay data, so medium can be made
