@@ -445,7 +445,7 @@ class GaussianOracle(nn.Module):
 def oracle_samples(n_steps: int, predict_epsilon: bool, mu=0.3, sigma=0.2) -> torch.Tensor:
     torch.manual_seed(0)
     dm = D.GaussianDiffusion(nn.Identity(), 4, 2, n_steps, predict_epsilon)
-    dm.ema = GaussianOracle(dm, mu, sigma)  # the sampler denoises with the EMA copy
+    dm.ema = dm.denoiser = GaussianOracle(dm, mu, sigma)  # (the sampler uses the EMA copy)
     mask = torch.zeros(4, 2, dtype=torch.bool)
     return dm.sample(torch.zeros(20_000, 4, 2), mask)
 
