@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 import dydiff
 from scripts import pointmaze_dataset as pointmaze  # also registers the PointMaze envs
-from scripts.files import atomic_write, content_hash, file_lock, fingerprint, read_cached
+from scripts.files import atomic_write, data_hash, file_lock, fingerprint, read_cached
 from scripts.files import weights_hash, write_csv
 
 matplotlib.use("Agg")  # files only, no window
@@ -158,7 +158,7 @@ def load_data(task: Task, args, log=print) -> tuple[dict, str, minari.MinariData
                     log(f"{name} is unreadable ({type(e).__name__}); regenerating it")
                     continue
                 atomic_write(path, lambda tmp: np.savez(tmp.open("wb"), **data))
-            return data, content_hash(data[k] for k in sorted(data)), dataset  # what models learn
+            return data, data_hash(data), dataset
 
 
 def termination_fn(task: Task):

@@ -50,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 import dydiff  # noqa: E402
 import train_offline as drv  # noqa: E402
 from benchmarks import rollout_error as RE  # noqa: E402
-from scripts.files import content_hash, weights_hash  # noqa: E402
+from scripts.files import data_hash, weights_hash  # noqa: E402
 
 DM, OPEN = "DM alone", "single-step, open loop"
 CLOSED = {0: "single-step, M=0", 1: "DyDiff M=1", 2: "DyDiff M=2"}  # closed loop, by M
@@ -68,11 +68,6 @@ def split_episodes(data: dict, share: float) -> tuple[dict, dict]:
     n_held = min(max(1, round(share * n_episodes)), n_episodes - 1)
     cut = int(np.searchsorted(ids, n_episodes - n_held))  # the first held-out row
     return {k: v[:cut] for k, v in data.items()}, {k: v[cut:] for k, v in data.items()}
-
-
-def data_hash(data: dict) -> str:
-    """The content hash of arrays, as train_offline.load_data keys its data."""
-    return content_hash(data[k] for k in sorted(data))
 
 
 def windows(data: dict, horizon: int, n: int, rng) -> tuple[np.ndarray, np.ndarray]:

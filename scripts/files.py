@@ -95,6 +95,11 @@ def content_hash(arrays) -> str:
     return hashlib.sha1(b"".join(a.tobytes() for a in arrays)).hexdigest()[:12]
 
 
+def data_hash(data: dict) -> str:
+    """content_hash of a dict of arrays in key order: what the models learn from (the driver's key)."""
+    return content_hash(data[k] for k in sorted(data))
+
+
 def weights_hash(model) -> str:
     """content_hash of a model's weights and buffers, in state_dict order."""
     return content_hash(t.detach().cpu().numpy() for t in model.state_dict().values())

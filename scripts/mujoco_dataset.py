@@ -198,7 +198,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def import_shipped(dataset_id: str, path: Path = SHIPPED) -> minari.MinariDataset:
+def import_shipped(dataset_id: str, path: Path) -> minari.MinariDataset:
     """The shipped file, checked against its content hash, saved as the Minari dataset dataset_id."""
     if (found := sha256(path)) != SHIPPED_SHA256:  # an OSError, as gzip's BadGzipFile
         raise OSError(f"{path.name} has sha256 {found[:12]}..., not the shipped data's")

@@ -19,6 +19,7 @@ import train_offline as T  # noqa: E402
 from benchmarks import dm_fidelity as F  # noqa: E402
 from benchmarks import rollout_error as RE  # noqa: E402
 from scripts import pointmaze_dataset as P  # noqa: E402
+from scripts.files import data_hash  # noqa: E402
 
 TINY = ("--n-members 3 --n-elites 2 --dynamics-hidden 32 --reward-hidden 32 --mlp-blocks 1 "
         "--model-max-epochs 1 --model-epoch-steps 5 --dm-steps 10").split()
@@ -132,7 +133,7 @@ def test_held_out_episodes_never_reach_the_models(maze, monkeypatch, tmp_path):
     assert not trained & held_ids, f"held-out episodes {sorted(trained & held_ids)} were trained on"
     assert len(held_ids) == round(0.2 * n_episodes) and max(held_ids) == n_episodes - 1
     assert len(seen["d"]["rewards"]) + len(held["rewards"]) == len(data["rewards"])
-    assert seen["key"] == F.data_hash(train) != F.data_hash(data)
+    assert seen["key"] == data_hash(train) != data_hash(data)
     one, _ = F.split_episodes(data, 1e-9)  # at least one episode held out, never all
     assert len(set(one["episode_ids"])) == n_episodes - 1
     assert len(set(F.split_episodes(data, 0.5)[1]["episode_ids"])) == round(0.5 * n_episodes)
