@@ -149,14 +149,21 @@ def mutate(source: str, name: str, old: str, new: str) -> str:
     return out
 
 
-def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout: int = 900) -> dict:
-    """pytest on folder/test_dydiff.py, with one thread: passed?, seconds, the first failure."""
+def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout: int = 900,
+              in_process: bool = False) -> dict:
+    """pytest on folder/test_dydiff.py, with one thread: passed?, seconds, the first failure.
+    in_process (for our own tests): in this Python, without its start and imports (no timeout)."""
     report = folder / "report.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no",
-           f"--junitxml={report}", *(["-x"] if stop_first else []), *select]  # fmt: skip
+    args = ["-q", "-p", "no:cacheprovider", "--tb=no", f"--junitxml={report}",
+            *(["-x"] if stop_first else []), *select]  # fmt: skip
     start = time.perf_counter()
-    res = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout,
-                         env=os.environ | {"OMP_NUM_THREADS": "1"})  # fmt: skip
+    if in_process:
+        returncode, output = pytest_here(folder, args), "(in process)"
+    else:
+        res = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=folder,
+                             capture_output=True, text=True, timeout=timeout,
+                             env=os.environ | {"OMP_NUM_THREADS": "1"})  # fmt: skip
+        returncode, output = res.returncode, res.stdout
     seconds = round(time.perf_counter() - start, 1)
     failures, in_tests = [], 0.0  # (in_tests: the tests' own time, no start-up or imports)
     if report.exists():
@@ -169,10 +176,30 @@ def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout:
                                           f"{case.get('name')}",
                                      message=message[0][:300] if message else ""))  # fmt: skip
         report.unlink()
-    if res.returncode not in (0, 1):  # collection error, interrupted, no tests
-        failures = failures or [dict(test="(collection)", message=res.stdout.strip()[-300:])]
-    return dict(passed=res.returncode == 0, seconds=seconds, test_seconds=round(in_tests, 2),
+    if returncode not in (0, 1):  # collection error, interrupted, no tests
+        failures = failures or [dict(test="(collection)", message=output.strip()[-300:])]
+    return dict(passed=returncode == 0, seconds=seconds, test_seconds=round(in_tests, 2),
                 failures=failures)
+
+
+def pytest_here(folder: Path, args: list[str]) -> int:
+    """pytest.main in folder, importing folder's dydiff and test_dydiff; this Python's modules of
+    those names, its sys.path and its working folder are put back afterwards."""
+    import pytest
+
+    names = ("dydiff", "test_dydiff")
+    saved = {n: sys.modules.pop(n) for n in names if n in sys.modules}
+    path, cwd = sys.path[:], os.getcwd()
+    try:
+        os.chdir(folder)
+        sys.path.insert(0, str(folder))
+        return int(pytest.main(args))
+    finally:
+        for n in names:
+            sys.modules.pop(n, None)
+        sys.modules.update(saved)
+        sys.path[:] = path
+        os.chdir(cwd)
 
 
 def folder_with(source: str, tmp: Path, name: str) -> Path:

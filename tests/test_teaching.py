@@ -4,11 +4,8 @@ no solution; bad input is one line), benchmarks/mutants.py (a textbook bug is ca
 whose text is gone stops it), and test_dydiff.py's imports (it runs beside dydiff.py alone)."""
 
 import ast
-import os
 import shutil
-import subprocess
 import sys
-import time
 
 import pytest
 
@@ -17,14 +14,6 @@ from support import HERE, load_script
 MA = load_script("make_assignment", "scripts/make_assignment.py")
 MU = load_script("mutants", "benchmarks/mutants.py")
 SOURCE = (HERE / "dydiff.py").read_text()
-
-
-def run_pytest(folder, *args) -> tuple[subprocess.CompletedProcess, float]:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
-    start = time.perf_counter()
-    res = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
-    return res, time.perf_counter() - start
 
 
 def solution_lines(function: str) -> list[str]:
@@ -85,7 +74,7 @@ def test_a_ready_assignment_fails_on_its_blank_within_10_s_and_holds_no_solution
     classes = [n.name for n in ast.parse((out / "test_dydiff.py").read_text()).body
                if isinstance(n, ast.ClassDef) and n.name.startswith("Test")]  # fmt: skip
     assert classes == [component], f"only {component}'s tests: {classes}"
-    result = MU.run_tests(out, ["test_dydiff.py"])  # -x: to the first failure
+    result = MU.run_tests(out, ["test_dydiff.py"], in_process=True)  # -x: to the first failure
     todo = f"NotImplementedError: TODO(student): {function}"
     first = result["failures"][0] if result["failures"] else {}
     assert first.get("message", "").startswith(todo), (
@@ -106,8 +95,8 @@ def test_the_assignments_tests_pass_on_the_solution(tmp_path):
     readme = (out / "README.md").read_text()
     assert all(f"`{f}`" in readme for f in MA.READY), "the README names every function to write"
     shutil.copy(HERE / "dydiff.py", out / "dydiff.py")  # the solution
-    res, _ = run_pytest(out, "test_dydiff.py")
-    assert res.returncode == 0, res.stdout[-3000:]
+    result = MU.run_tests(out, ["test_dydiff.py"], stop_first=False, in_process=True)
+    assert result["passed"], result["failures"]
 
 
 def test_with_training_adds_the_training_tests(tmp_path, capsys):
