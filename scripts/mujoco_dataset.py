@@ -58,7 +58,8 @@ ENV_ID = "Hopper-v5"
 EXPERT_RETURN = 3234.3  # D4RL's Hopper reference (its expert policy); random is measured here
 POLICY_FILE = "sac_policy.zip"  # in the medium-replay dataset's folder
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "hopper-medium-replay-v0.npz"
-SHIPPED_SHA256 = ""  # of that file: the data every Hopper result used
+# sha256 of that file: the data every Hopper result used (scripts/mujoco_dataset.py --export)
+SHIPPED_SHA256 = "3f5443221b9649699ceeae56ba8236c074e616c1e56d6876795d657ee30ba408"
 TASK_NAMES = {"medium-replay": "hopper-medium-replay", "medium": "hopper-medium-local"}  # driver's
 
 
@@ -188,6 +189,7 @@ def export(dataset: minari.MinariDataset, path: Path) -> None:
     arrays |= {"lengths": np.array([len(e.actions) for e in eps]),
                "ref_scores": np.array([meta["ref_min_score"], meta["ref_max_score"]]),
                "description": np.array(meta["description"])}  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)  # data/ is not in a clone until it ships
     with open(path, "xb") as f:
         np.savez_compressed(f, **arrays)
     shutil.copyfile(Path(get_dataset_path(dataset.spec.dataset_id)) / POLICY_FILE,
