@@ -183,6 +183,24 @@ def test_smoke_run_from_the_command_line(maze, tmp_path):
     assert str(tmp_path) not in texts and str(ROOT) not in texts, "no absolute path in the JSON"
     assert path.with_suffix(".png").stat().st_size > 10_000
     assert "DyDiff M=2" in result.stdout
+    assert set(record["rule"]) == {"score_mean", "below_from_mean", "score_median",
+                                   "below_from_median"}  # fmt: skip
+
+
+def test_rule_scores_by_hand():
+    """The choice rule: mean log10 of M = 2's errors at h = 8 and H - 1 under the trained actor (b)
+    and of its stored tuples (c); the first h from which M = 2 stays below M = 0."""
+    H = 12
+    m0 = [0.0] + [1e-2] * (H - 1)
+    m2 = [0.0] + [2e-2] * 4 + [1e-3] * (H - 5)  # above M = 0 up to h = 4, below from h = 5 on
+    tuples = [0.0] + [1e-4] * (H - 1)
+    res = {"b: trained actor": {F.CLOSED[0]: {"mean": m0, "median": m0},
+                                F.CLOSED[2]: {"mean": m2, "median": m2}},
+           "c: stored tuples (trained actor)": {"M=2": {"mean": tuples, "median": tuples}}}  # fmt: skip
+    assert F.rule(res) == {"score_mean": -3.5, "below_from_mean": 5,
+                           "score_median": -3.5, "below_from_median": 5}  # (-3 - 3 - 4 - 4) / 4
+    m2[-1] = 1.0  # above again at the last step: never below by the end
+    assert F.rule(res)["below_from_mean"] is None
 
 
 def test_smoke_run_on_hopper(tmp_path):
