@@ -26,6 +26,7 @@ CS = load_script("critic", "benchmarks/critic_study.py")
 SC = load_script("scores", "benchmarks/scores.py")
 SP = load_script("speed", "benchmarks/speed.py")
 GS = load_script("goal_study", "benchmarks/goal_study.py")
+DC = load_script("dm_cost", "benchmarks/dm_cost.py")
 
 def test_in_walls_marks_wall_cells_only():
     """On the eval env's map, whose goal cell is "g" (not 0): every point of a wall cell, no point
@@ -432,3 +433,19 @@ def test_physics_rms_separates_simulator_steps_from_impossible_ones(umaze):
     teleports = s2.copy()
     teleports[:, :2] = np.roll(s2[:, :2], 7, axis=0)
     assert CS.physics_rms(s, teleports, dt) > 20 * CS.physics_rms(s, s2, dt)
+
+
+def test_dm_cost_arithmetic_by_hand():
+    """Cached run = RL + rounds x (round - default round); first = cached + before RL + DM time."""
+    rows = {"default": {"round_seconds": 3.0, "dm_seconds": 250.0},
+            "slower": {"round_seconds": 5.0, "dm_seconds": 1000.0}}  # fmt: skip
+    DC.costs(rows, rounds=50, before_rl=300.0, rl=700.0)
+    assert rows["default"]["cached"] == 700 and rows["default"]["first"] == 1250
+    assert rows["slower"]["cached"] == 800 and rows["slower"]["first"] == 2100
+
+
+def test_dm_cost_bad_candidate_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        DC.main(["--base", "1", "1", "--candidate", "--no-such-flag 3"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
