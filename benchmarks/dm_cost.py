@@ -40,8 +40,7 @@ def config(flags: list[str], env: str):
 def measure(cfg) -> dict:
     steps_per_s = speed.bench_diffusion(cfg, 60)
     return {"dm_steps_per_s": steps_per_s, "dm_seconds": cfg.dm_steps / steps_per_s,
-            "round_seconds": speed.bench_synthesis(cfg, 3), "updates": cfg.updates,
-            "rollout_every": cfg.rollout_every}  # fmt: skip
+            "round_seconds": speed.bench_synthesis(cfg, 3)}
 
 
 def costs(rows: dict, rounds: int, before_rl: float, rl: float) -> None:
@@ -67,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {name: measure(cfg) for name, cfg in configs.items()}
     before_rl, rl = args.base
     default = rows["default"]
-    rounds = default["updates"] // default["rollout_every"]
+    rounds = configs["default"].updates // configs["default"].rollout_every
     print(f"{args.env}, {args.threads} thread(s), {speed.cpu()}; base: {before_rl:.0f} s before "
           f"RL (no DM), {rl:.0f} s RL; {rounds} synthesis rounds")
     print("| candidate | DM steps/s | DM s | M=2 round s | cached run s (x default) "
