@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     configs = {"default": config([], args.env)}  # every candidate's flags checked first
     configs |= {c: config(shlex.split(c), args.env) for c in args.candidate}
+    budget = lambda cfg: (cfg.updates, cfg.rollout_every)  # noqa: E731
+    for name, cfg in configs.items():  # the formula's RL time and rounds are the default's
+        if budget(cfg) != budget(configs["default"]):
+            p.error(f"--candidate {name!r} changes --updates or --rollout-every: DMs only")
     rows = {name: measure(cfg) for name, cfg in configs.items()}
     before_rl, rl = args.base
     default = rows["default"]
