@@ -22,8 +22,10 @@ The tests run with one thread (OMP_NUM_THREADS=1).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.util
+import io
 import json
 import os
 import platform
@@ -158,7 +160,7 @@ def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout:
             *(["-x"] if stop_first else []), *select]  # fmt: skip
     start = time.perf_counter()
     if in_process:
-        returncode, output = pytest_here(folder, args), "(in process)"
+        returncode, output = pytest_here(folder, args)
     else:
         res = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=folder,
                              capture_output=True, text=True, timeout=timeout,
@@ -172,6 +174,8 @@ def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout:
             bad = case.find("failure") if case.find("failure") is not None else case.find("error")
             if bad is not None:
                 message = (bad.get("message") or "").strip().splitlines()
+                if message == ["collection failure"] and (bad.text or "").strip():  # say why
+                    message = [f"collection failure: {bad.text.strip().splitlines()[-1].lstrip('E ')}"]
                 failures.append(dict(test=f"{case.get('classname').split('.')[-1]}::"
                                           f"{case.get('name')}",
                                      message=message[0][:300] if message else ""))  # fmt: skip
@@ -182,9 +186,9 @@ def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout:
                 failures=failures)
 
 
-def pytest_here(folder: Path, args: list[str]) -> int:
-    """pytest.main in folder, importing folder's dydiff and test_dydiff; this Python's modules of
-    those names, its sys.path and its working folder are put back afterwards."""
+def pytest_here(folder: Path, args: list[str]) -> tuple[int, str]:
+    """pytest.main in folder, importing folder's dydiff and test_dydiff: its exit code and output.
+    This Python's modules of those names, its sys.path and its working folder are put back."""
     import pytest
 
     names = ("dydiff", "test_dydiff")
@@ -193,7 +197,8 @@ def pytest_here(folder: Path, args: list[str]) -> int:
     try:
         os.chdir(folder)
         sys.path.insert(0, str(folder))
-        return int(pytest.main(args))
+        with contextlib.redirect_stdout(io.StringIO()) as output:
+            return int(pytest.main(args)), output.getvalue()
     finally:
         for n in names:
             sys.modules.pop(n, None)

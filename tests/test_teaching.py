@@ -4,6 +4,7 @@ no solution; bad input is one line), benchmarks/mutants.py (a textbook bug is ca
 whose text is gone stops it), and test_dydiff.py's imports (it runs beside dydiff.py alone)."""
 
 import ast
+import os
 import shutil
 import sys
 
@@ -85,6 +86,22 @@ def test_a_ready_assignment_fails_on_its_blank_within_10_s_and_holds_no_solution
         f"a blank fails its component's tests within 10 s: {result['test_seconds']:.1f} s in the "
         f"tests ({result['seconds']:.1f} s with Python's start and imports)"
     )
+
+
+@pytest.mark.parametrize("in_process", [True, False])
+def test_a_collection_error_is_reported_with_its_reason(tmp_path, capsys, in_process):
+    """A student's test file that cannot be imported: the grade says why, pytest's own output
+    stays out of ours, and (in process) this Python's modules, path and folder are put back."""
+    shutil.copy(HERE / "dydiff.py", tmp_path / "dydiff.py")
+    (tmp_path / "test_dydiff.py").write_text("import no_such_module\n\ndef test_a():\n    pass\n")
+    path, cwd, modules = sys.path[:], os.getcwd(), sys.modules.get("dydiff")
+    result = MU.run_tests(tmp_path, ["test_dydiff.py"], in_process=in_process)
+    assert not result["passed"]
+    assert result["failures"][0]["message"] == (
+        "collection failure: ModuleNotFoundError: No module named 'no_such_module'"
+    )
+    assert "short test summary" not in capsys.readouterr().out
+    assert (sys.path, os.getcwd(), sys.modules.get("dydiff")) == (path, cwd, modules)
 
 
 @pytest.mark.slow
