@@ -17,7 +17,8 @@ start states and the rollouts. Every flag of train_offline.py (--smoke, --cache,
 --cache when the same code, data, settings and --model-seed made them, as for the training runs.
 With --policy-run every setting is the run's own (a flag that says otherwise is refused; --seed,
 --threads, --device and --cache stay this command's), and for a DyDiff run the models are the very
-files the run used (train_offline.run_models): its policy is rolled out with its own models.
+files the run used (train_offline.run_models): its policy is rolled out with its own models (an
+M = 0 run has no DM: the DM of its settings, and M = 2, as for a TD3+BC run).
 
 Writes to --out: rollout_error.json and rollout_error.png (per-step MSE, one panel per policy), and
 policy_injection.png (a few start states: the simulator, the dynamics rollout and the states after
@@ -265,8 +266,9 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     cfg = drv.make_config(args, task)
     data, data_key, dataset = drv.load_data(task, args)
     models = drv.run_models(ckpt, cfg, data) if ckpt else None  # the files a DyDiff run used
-    if models is None:  # no run, or one without models (TD3+BC): those of these settings
-        models = drv.pretrain(data, cfg, args, data_key, {})[0]
+    if models is None or "diffusion" not in models:  # no run, TD3+BC, or an M = 0 run (no DM):
+        cfg.iterations = cfg.iterations or dydiff.Config.iterations  # these settings' models,
+        models = drv.pretrain(data, cfg, args, data_key, {})[0] | (models or {})  # with a DM
     env = drv.make_eval_env(dataset)
     maze = getattr(env.unwrapped, "maze", None)
     if maze:

@@ -84,14 +84,14 @@ def run_script(tmp_path, *argv):
 
 @pytest.mark.slow
 def test_rollout_error_smoke_end_to_end(tmp_path):
-    """Both policies (a fresh agent stands in for a trained TD3+BC run, which has no models: they
-    are pretrained with its settings): per-step errors of every method, the simulator never inside
-    a wall, both pictures, and no absolute path in the JSON."""
+    """Both policies (a fresh agent stands in for a trained M = 0 run, which has no DM: the models
+    are pretrained with its settings, with DyDiff's M = 2): per-step errors of every method, the
+    simulator never inside a wall, both pictures, and no absolute path in the JSON."""
     cfg = D.Config()
     agent = D.TD3BC(4, 2, D.Normalizer(4), cfg)
     (tmp_path / "run").mkdir()
     tiny = "--n-members 3 --n-elites 2 --dynamics-hidden 32 --reward-hidden 32 --mlp-blocks 1"
-    settings = vars(T.parse_args(["--algo", "td3bc", "--smoke", *tiny.split()]))
+    settings = vars(T.parse_args(["--iterations", "0", "--smoke", *tiny.split()]))
     checkpoint = {"args": settings, "trainer": {"agent": agent.state_dict()}, "rng": None,
                   "rows": [], "times": {}, "models": {}}  # fmt: skip
     torch.save(checkpoint, tmp_path / "run" / "checkpoint.pt")
