@@ -63,9 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     configs = {"default": config([], args.env)}  # every candidate's flags checked first
     configs |= {c: config(shlex.split(c), args.env) for c in args.candidate}
-    budget = lambda cfg: (cfg.updates, cfg.rollout_every)  # noqa: E731
+    base = configs["default"]
     for name, cfg in configs.items():  # the formula's RL time and rounds are the default's
-        if budget(cfg) != budget(configs["default"]):
+        if (cfg.updates, cfg.rollout_every) != (base.updates, base.rollout_every):
             p.error(f"--candidate {name!r} changes --updates or --rollout-every: DMs only")
     rows = {name: measure(cfg) for name, cfg in configs.items()}
     before_rl, rl = args.base

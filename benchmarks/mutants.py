@@ -175,7 +175,8 @@ def run_tests(folder: Path, select: list[str], stop_first: bool = True, timeout:
             if bad is not None:
                 message = (bad.get("message") or "").strip().splitlines()
                 if message == ["collection failure"] and (bad.text or "").strip():  # say why
-                    message = [f"collection failure: {bad.text.strip().splitlines()[-1].lstrip('E ')}"]
+                    why = bad.text.strip().splitlines()[-1].removeprefix("E").strip()
+                    message = [f"collection failure: {why}"]
                 failures.append(dict(test=f"{case.get('classname').split('.')[-1]}::"
                                           f"{case.get('name')}",
                                      message=message[0][:300] if message else ""))  # fmt: skip

@@ -452,7 +452,7 @@ def test_dm_cost_bad_candidate_is_one_line(capsys):
 
 
 def test_dm_cost_refuses_a_candidate_that_changes_the_rl_budget(capsys):
-    """Its RL time and number of rounds come from the default run: a candidate may not change them."""
+    """RL time and rounds come from the default run: a candidate may not change them."""
     for flags in ("--updates 1000", "--dm-steps 10 --rollout-every 500"):
         with pytest.raises(SystemExit) as e:
             DC.main(["--base", "1", "1", "--candidate", flags])
