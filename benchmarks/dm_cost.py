@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = {name: measure(cfg) for name, cfg in configs.items()}
     before_rl, rl = args.base
     default = rows["default"]
-    rounds = configs["default"].updates // configs["default"].rollout_every
+    rounds = base.updates // base.rollout_every
     print(f"{args.env}, {args.threads} thread(s), {speed.cpu()}; base: {before_rl:.0f} s before "
           f"RL (no DM), {rl:.0f} s RL; {rounds} synthesis rounds")
     print("| candidate | DM steps/s | DM s | M=2 round s | cached run s (x default) "
