@@ -277,11 +277,11 @@ MODELS = {  # name: (training function, builder of an untrained model of the sam
 }
 
 
-def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict):
-    """Each model from cache/models/ if the same code, data, settings, --model-seed and threads
+def pretrain(data: dict, cfg: dydiff.Config, args, data_key: str, times: dict, names=tuple(MODELS)):
+    """Each of `names` from cache/models/ if the same code, data, settings, --model-seed and threads
     (float sums) made it, else trained and cached (one run trains, others wait). -> models, curves, files"""
     models, curves, files = {}, [], {}
-    for name, (fit, _) in MODELS.items():
+    for name, (fit, _) in ((name, MODELS[name]) for name in names):
         if name == "diffusion" and cfg.iterations == 0:  # M = 0: single-step rollouts only
             print("--iterations 0: no diffusion model is trained or used")
             continue

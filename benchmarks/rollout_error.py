@@ -267,8 +267,9 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     data, data_key, dataset = drv.load_data(task, args)
     models = drv.run_models(ckpt, cfg, data) if ckpt else None  # the files a DyDiff run used
     if models is None or "diffusion" not in models:  # no run, TD3+BC, or an M = 0 run (no DM):
-        cfg.iterations = cfg.iterations or dydiff.Config.iterations  # these settings' models,
-        models = drv.pretrain(data, cfg, args, data_key, {})[0] | (models or {})  # with a DM
+        cfg.iterations = cfg.iterations or dydiff.Config.iterations  # these settings' models, with
+        names = ("diffusion",) if models else tuple(drv.MODELS)  # a DM; M = 0 has the other two
+        models = (models or {}) | drv.pretrain(data, cfg, args, data_key, {}, names)[0]
     env = drv.make_eval_env(dataset)
     maze = getattr(env.unwrapped, "maze", None)
     if maze:

@@ -19,7 +19,7 @@ import dydiff as D
 import train_offline as T
 from scripts import mujoco_dataset as MJ
 from scripts import pointmaze_dataset as P
-from support import HERE, load_script
+from support import HERE, load_script, run_dirs, run_main
 
 RE = load_script("rollout_error", "benchmarks/rollout_error.py")
 CS = load_script("critic", "benchmarks/critic_study.py")
@@ -366,6 +366,21 @@ def test_rollout_error_rolls_out_a_dydiff_run_with_its_own_models(dydiff_run, tm
     with pytest.raises(SystemExit) as e:
         RE.main(argv)
     assert e.value.code == f"error: the dynamics model this run used, {files['dynamics']}, is gone"
+
+
+@pytest.mark.slow
+def test_rollout_error_on_an_m0_run_trains_only_the_dm(workdir, tmp_path):
+    """An M = 0 run used no DM: rollout_error trains the DM of its settings (M = 2) into the cache
+    it is given, and takes the run's own dynamics and reward models (none trained again)."""
+    argv = ("--smoke", "--seed", "22", "--updates", "10", "--eval-every", "10", "--iterations", "0")
+    assert run_main(workdir, *argv, cache="cache_run22") == 0
+    (run,) = run_dirs(workdir, "dydiff__22")
+    RE.main(["--policy-run", str(run), "--out", str(tmp_path), "--threads", "1",
+             "--cache", str(tmp_path / "cache")])  # fmt: skip
+    trained = sorted(p.name.split("__")[0] for p in (tmp_path / "cache" / "models").glob("*.pt"))
+    assert trained == ["diffusion"]
+    assert RE.label(2) in json.loads((tmp_path / "rollout_error_smoke.json").read_text())[
+        "per_method"][RE.TRAINED]  # fmt: skip
 
 
 @pytest.mark.slow
