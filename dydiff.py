@@ -527,16 +527,24 @@ class TD3BC(Saved):
         self.critic_opt = torch.optim.Adam(critic_params, lr=cfg.lr)
         self.n_updates = 0
 
+    @torch.no_grad()
+    def critic_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """TD3's target y [B, 1] for a raw batch (rewards, next_states, dones [B, 1]; actions only
+        shape the noise): y = r + gamma (1 - done) min(Q1'(s', a'), Q2'(s', a')), where s' is
+        z-scored by state_norm and a' = clip(pi'(s') + clip(N(0, policy_noise), +-noise_clip),
+        -1, 1), pi', Q1', Q2' the target networks. It draws the noise: one randn_like(actions)."""
+        cfg, a = self.cfg, batch["actions"]
+        s2 = self.state_norm(batch["next_states"])
+        noise = (torch.randn_like(a) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
+        a2 = (self.actor_target(s2) + noise).clamp(-1, 1)
+        sa2 = torch.cat([s2, a2], -1)
+        q2 = torch.min(self.q1_target(sa2), self.q2_target(sa2))
+        return batch["rewards"] + cfg.gamma * (1 - batch["dones"]) * q2
+
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """One TD3+BC update on raw [B, .] tensors: states, actions, rewards, next_states, dones."""
-        cfg = self.cfg
-        s, s2 = self.state_norm(batch["states"]), self.state_norm(batch["next_states"])
-        a, r, d = batch["actions"], batch["rewards"], batch["dones"]
-        with torch.no_grad():
-            noise = (torch.randn_like(a) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
-            a2 = (self.actor_target(s2) + noise).clamp(-1, 1)
-            sa2 = torch.cat([s2, a2], -1)
-            y = r + cfg.gamma * (1 - d) * torch.min(self.q1_target(sa2), self.q2_target(sa2))
+        cfg, y = self.cfg, self.critic_target(batch)
+        s, a = self.state_norm(batch["states"]), batch["actions"]
         sa = torch.cat([s, a], -1)
         critic_loss = F.mse_loss(self.q1(sa), y) + F.mse_loss(self.q2(sa), y)
         self.critic_opt.zero_grad()
