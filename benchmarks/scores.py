@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train_offline  # noqa: E402
+from benchmarks.stats import bootstrap_interval, describe, paired  # noqa: E402
 
 
 def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], out: Path) -> Path:
@@ -84,13 +85,6 @@ def collect(run_dir: Path, dest: Path, label: str) -> None:
     dest.write_text(json.dumps(record, indent=1))
 
 
-def bootstrap_interval(diffs: np.ndarray, n: int = 10_000, seed: int = 0) -> list[float]:
-    """95% percentile interval of the mean of diffs, resampling the seeds with replacement."""
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), (n, len(diffs)))].mean(1)
-    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
-
-
 def plot_curves(runs: dict[str, dict[int, dict]], baseline: str, path: Path, title: str) -> None:
     """Left: score against updates per label, the mean over seeds and a +- sample std band.
     Right: the paired difference label - baseline at every evaluation, its mean and 95% band."""
@@ -108,14 +102,14 @@ def plot_curves(runs: dict[str, dict[int, dict]], baseline: str, path: Path, tit
         if len(y) > 1:
             std = y.std(0, ddof=1)
             ax.fill_between(x, y.mean(0) - std, y.mean(0) + std, alpha=0.2)
-        paired = sorted(set(by_seed) & set(runs.get(baseline, {})))
-        if label != baseline and paired:
+        pairs = sorted(set(by_seed) & set(runs.get(baseline, {})))
+        if label != baseline and pairs:
             d = np.array([[a - b for (_, a), (_, b) in zip(by_seed[s]["curve"][:n],
                                                            runs[baseline][s]["curve"][:n])]
-                          for s in paired])  # fmt: skip
+                          for s in pairs])  # fmt: skip
             band = np.array([bootstrap_interval(col, n=2_000) for col in d.T])
             c = line.get_color()  # the label's colour in both panels
-            dx.plot(x, d.mean(0), color=c, label=f"{label} - {baseline} ({len(paired)} seeds)")
+            dx.plot(x, d.mean(0), color=c, label=f"{label} - {baseline} ({len(pairs)} seeds)")
             dx.fill_between(x, band[:, 0], band[:, 1], color=c, alpha=0.2)
     ax.set(xlabel="updates", ylabel="normalised score", title=title)
     dx.axhline(0, color="k", lw=0.8)
@@ -139,11 +133,13 @@ def read_runs(group: str, env: str) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(results_dir(group, env).glob("*.json"))]
 
 
-def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = ()) -> dict:
+def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = (),
+              only_seeds: tuple[int, ...] = ()) -> dict:
     runs: dict[str, dict[int, dict]] = {}
     for r in read_runs(group, env):
-        runs.setdefault(r["label"], {})[r["seed"]] = r
-    seeds = {s for by_seed in runs.values() for s in by_seed}  # this group's; others are not added
+        if r["seed"] in only_seeds or not only_seeds:
+            runs.setdefault(r["label"], {})[r["seed"]] = r
+    seeds = set(only_seeds) or {s for by_seed in runs.values() for s in by_seed}  # this group's
     for spec in with_runs:  # "scores/dydiff=M=2": the runs labelled dydiff in results/scores/
         source, name = spec.split("=", 1)
         other, label = source.split("/")
@@ -169,15 +165,11 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
         minutes = [by_seed[s]["phase_seconds"]["rl"] / 60 for s in row["seeds"]]  # not data, models
         row["rl_minutes_per_run"] = float(np.mean(minutes))
         if label != baseline and baseline in runs:
-            paired = sorted(set(by_seed) & set(runs[baseline]))
+            pairs = sorted(set(by_seed) & set(runs[baseline]))
             for m, f in metrics.items():
-                d = np.array([f(by_seed[s]) - f(runs[baseline][s]) for s in paired])
-                if len(d):
-                    row[f"{m}_minus_{baseline}"] = {
-                        "seeds": paired, "mean": float(d.mean()),
-                        "std": float(d.std(ddof=1)) if len(d) > 1 else None,
-                        "bootstrap_95": bootstrap_interval(d),
-                    }  # fmt: skip
+                d = np.array([f(by_seed[s]) - f(runs[baseline][s]) for s in pairs])
+                if len(d) > 1:  # mean, std, bootstrap and t intervals, p, seeds ahead, verdict
+                    row[f"{m}_minus_{baseline}"] = {"seeds": pairs} | paired(d)
         table[label] = row
     out = ROOT / "results" / f"{group}_{env.replace('/', '_')}"
     out.with_suffix(".json").write_text(json.dumps(table, indent=1))
@@ -201,6 +193,11 @@ def print_table(env: str, table: dict, baseline: str) -> None:
     for label, t in table.items():
         cells = [fmt(t[f"{m}_mean"], t[f"{m}_std"]) for m in names] + [diff(t, m) for m in names]
         print(f"| {label} | {len(t['seeds'])} | " + " | ".join(cells) + " |")
+    words = {"+": "ahead", "-": "behind", None: "not decided"}
+    for label, t in table.items():  # every statistic; the verdict follows the weakest of them
+        for m, name in names.items():
+            if d := t.get(f"{m}_minus_{baseline}"):
+                print(f"{label} - {baseline}, {name}: {describe(d)}: {words[d['verdict']]}")
 
 
 REFUSED = {  # train_offline.py flags scores.py sets itself for every run
@@ -218,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
     p.add_argument("--env", default="maze2d-umaze")
     p.add_argument("--algos", nargs="+", default=["td3bc", "dydiff"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--seeds", nargs="+", type=int,
+                   help="seeds to run (default 0 1 2); with --aggregate-only, the seeds of every row")
     p.add_argument("--parallel", type=int, default=1, help="runs at once (use --threads 1 with 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--label", help="name of these runs in tables and plots (default: the algo)")
@@ -251,10 +249,11 @@ def main(argv: list[str] | None = None) -> None:
 
         try:
             with ThreadPoolExecutor(args.parallel) as pool:
-                list(pool.map(job, [(a, s) for a in args.algos for s in args.seeds]))
+                list(pool.map(job, [(a, s) for a in args.algos for s in args.seeds or (0, 1, 2)]))
         except RuntimeError as e:  # a run failed: its log says why
             sys.exit(f"error: {e}")
-    aggregate(args.env, args.group, args.baseline, tuple(args.with_runs))
+    only = tuple(args.seeds or ()) if args.aggregate_only else ()
+    aggregate(args.env, args.group, args.baseline, tuple(args.with_runs), only)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ SC = load_script("scores", "benchmarks/scores.py")
 SP = load_script("speed", "benchmarks/speed.py")
 GS = load_script("goal_study", "benchmarks/goal_study.py")
 DC = load_script("dm_cost", "benchmarks/dm_cost.py")
+ST = load_script("stats", "benchmarks/stats.py")
 
 def test_in_walls_marks_wall_cells_only():
     """On the eval env's map, whose goal cell is "g" (not 0): every point of a wall cell, no point
@@ -259,6 +260,69 @@ def test_scores_aggregate_sample_std_and_paired_difference(tmp_path, monkeypatch
     mixed = SC.aggregate("maze2d-umaze", "sub", "td3bc", ("g/dydiff=M=2",))
     assert mixed["M=2"]["seeds"] == [0, 1], mixed["M=2"]["seeds"]
     assert not (tmp_path / "results" / "empty" / "maze2d-umaze").exists()
+
+
+def test_t_quantiles_match_the_printed_table():
+    """Student's t(0.975, df) as in any table: 12.706 (df 1), 4.303 (2), 2.262 (9), 2.093 (19)."""
+    for df, q in ((1, 12.706), (2, 4.303), (9, 2.262), (19, 2.093), (100, 1.984)):
+        assert ST.t_quantile(0.975, df) == pytest.approx(q, abs=1e-3), df
+
+
+def test_paired_statistics_worked_by_hand():
+    """d = 1, 2, 3: mean 2, std 1, t-interval 2 +- 4.303 / sqrt(3) = [-0.484, 4.484]; of the 8 sign
+    patterns only +++ and --- reach |sum| = 6, so p = 2/8; all three ahead. Five equal positive
+    differences: p = 2/32, the least 5 seeds allow, so no verdict though both intervals are > 0.
+    Ten: p = 2/1024 and both intervals > 0: '+'; the same negated: '-'. Past 20 seeds p is drawn."""
+    s = ST.paired([1.0, 2.0, 3.0])
+    assert s["mean"] == 2 and s["std"] == 1 and s["ahead"] == 3 and s["n"] == 3
+    assert s["t_95"] == pytest.approx([2 - 4.3027 / 3**0.5, 2 + 4.3027 / 3**0.5], abs=1e-3)
+    assert s["sign_flip_p"] == 0.25 and s["verdict"] is None
+    assert ST.sign_flip_p([1.0, -1.0]) == 1.0  # every pattern reaches |sum| = 0
+    assert ST.sign_flip_p([3.0, -1.0, 1.0]) == 0.75  # |+-3 +-1 +-1| is 5, 3, 3 or 1: 6 of 8 reach 3
+    five = ST.paired([1.0, 1.1, 0.9, 1.2, 1.0])
+    assert five["sign_flip_p"] == 0.0625 and five["bootstrap_95"][0] > 0 and five["t_95"][0] > 0
+    assert five["verdict"] is None, "p < 0.05 is needed as well as both intervals"
+    ten = np.arange(1.0, 11.0)
+    assert ST.paired(ten)["sign_flip_p"] == pytest.approx(2 / 1024)
+    assert ST.paired(ten)["verdict"] == "+" and ST.paired(-ten)["verdict"] == "-"
+    assert ST.sign_flip_p(np.ones(25)) < 1e-3  # 100,000 random patterns
+
+
+def test_verdict_follows_the_weakest_statistic():
+    """The bootstrap interval excludes zero but the t-interval does not: not decided (the umaze
+    seeds 0-9 case: bootstrap [-33.9, -3.8], t [-36.6, +0.3], p 0.066)."""
+    base = {"bootstrap_95": [-33.9, -3.8], "t_95": [-36.6, 0.3], "sign_flip_p": 0.01}
+    assert ST.verdict(base) is None
+    assert ST.verdict(base | {"t_95": [-36.6, -0.3]}) == "-"
+    assert ST.verdict(base | {"t_95": [-36.6, -0.3], "sign_flip_p": 0.066}) is None
+    assert ST.verdict(base | {"bootstrap_95": [-33.9, 0.1], "t_95": [-36.6, -0.3]}) is None
+
+
+def test_scores_aggregate_on_the_seeds_asked_for(tmp_path, monkeypatch, capsys):
+    """--aggregate-only --seeds S...: every row on exactly those seeds, this group's runs and other
+    groups' alike (seeds 0-1 from one group and 2-3 from another make one row of 4); the paired
+    statistics and the verdict word printed."""
+    monkeypatch.setattr(SC, "ROOT", tmp_path)
+    for group, seeds in (("old", (0, 1)), ("new", (2, 3))):
+        folder = tmp_path / "results" / group / "maze2d-umaze"
+        folder.mkdir(parents=True)
+        for label, base in (("a", 10.0), ("b", 20.0)):
+            for seed in seeds:
+                final = base + seed
+                record = {"label": label, "seed": seed, "final_score": final, "best_score": final,
+                          "curve": [[1, final]], "phase_seconds": {"rl": 60}}  # fmt: skip
+                (folder / f"{label}_seed{seed}.json").write_text(json.dumps(record))
+    SC.main(["--group", "new", "--baseline", "a", "--with-runs", "old/a=a", "old/b=b",
+             "--seeds", "0", "1", "2", "3", "--aggregate-only"])  # fmt: skip
+    table = json.loads((tmp_path / "results" / "new_maze2d-umaze.json").read_text())
+    assert table["a"]["seeds"] == table["b"]["seeds"] == [0, 1, 2, 3]
+    d = table["b"]["final_minus_a"]
+    assert d["mean"] == 10 and d["ahead"] == 4 and d["sign_flip_p"] == 0.125
+    assert "b - a, final: +10.0, bootstrap [+10.0, +10.0], t [+10.0, +10.0], p 0.125, 4/4 ahead: " \
+           "not decided" in capsys.readouterr().out
+    SC.main(["--group", "new", "--baseline", "a", "--with-runs", "old/b=b", "--aggregate-only"])
+    assert json.loads((tmp_path / "results" / "new_maze2d-umaze.json").read_text())["b"]["seeds"] \
+        == [2, 3], "without --seeds: this group's seeds"
 
 
 def test_scores_refuses_the_flags_it_sets_itself(monkeypatch, capsys):
