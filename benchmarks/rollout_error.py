@@ -97,6 +97,15 @@ def in_walls(states: np.ndarray, maze) -> np.ndarray:
     return grid[i.clip(0, grid.shape[0] - 1), j.clip(0, grid.shape[1] - 1)]
 
 
+def set_state(env, s: np.ndarray) -> None:
+    """Put the simulator in the observed state s (after a reset)."""
+    s = s.astype(float)
+    if hasattr(env.unwrapped, "point_env"):  # the ball
+        env.unwrapped.point_env.set_state(s[:2], s[2:])
+    else:  # hopper: qpos = (x, s[:5]), qvel = s[5:]
+        env.unwrapped.set_state(np.r_[0.0, s[:5]], s[5:])
+
+
 def simulate(env, policy, s0: np.ndarray, horizon: int, device: str, seed: int, actions=None):
     """States [N, H, S] of the real simulator under `policy`, one start state at a time; NaN
     after a termination (a fallen hopper). With `actions` [N, >= H - 1, A] instead of a policy:
@@ -105,11 +114,7 @@ def simulate(env, policy, s0: np.ndarray, horizon: int, device: str, seed: int, 
     sim[:, 0] = s0
     for k in range(len(s0)):
         env.reset(seed=seed + k)  # then the state is set to s0[k]
-        s = s0[k].astype(float)
-        if hasattr(env.unwrapped, "point_env"):  # the ball
-            env.unwrapped.point_env.set_state(s[:2], s[2:])
-        else:  # hopper: qpos = (x, s[:5]), qvel = s[5:]
-            env.unwrapped.set_state(np.r_[0.0, s[:5]], s[5:])
+        set_state(env, s0[k])
         for t in range(1, horizon):
             if actions is None:
                 a = policy(torch.as_tensor(sim[k, t - 1][None], device=device))[0].cpu().numpy()
@@ -257,8 +262,12 @@ def print_table(results: dict, h: int, iterations: int) -> None:
         print(f"  DyDiff M={iterations} against the single-step model: {below}")
 
 
-def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> None:
-    ckpt, args = settings(own.policy_run, args)
+def open_run(policy_run: str | None, args: argparse.Namespace):
+    """(settings, task, Config, data, dataset, models, agent) of --policy-run (its settings, its
+    models, its final learner) or, without one, of the command line (agent None). A run without a
+    DM (TD3+BC, M = 0) gets the DM of its settings and M = its M or 2. A task whose simulator's state
+    cannot be set: UserError."""
+    ckpt, args = settings(policy_run, args)
     task = drv.resolve_task(args.env)
     if task.maze is None and not task.dataset_id.startswith("local/hopper/"):
         raise drv.UserError(f"{args.env}: this experiment sets the state of a PointMaze or of the "
@@ -270,16 +279,23 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
         cfg.iterations = cfg.iterations or dydiff.Config.iterations  # these settings' models, with
         names = ("diffusion",) if models else tuple(drv.MODELS)  # a DM; M = 0 has the other two
         models = (models or {}) | drv.pretrain(data, cfg, args, data_key, {}, names)[0]
+    agent = None
+    if ckpt:
+        s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
+        agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), cfg)
+        agent.load_state_dict(ckpt["trainer"]["agent"])
+    return args, task, cfg, data, dataset, models, agent
+
+
+def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> None:
+    args, task, cfg, data, dataset, models, agent = open_run(own.policy_run, args)
     env = drv.make_eval_env(dataset)
     maze = getattr(env.unwrapped, "maze", None)
     if maze:
         policies = {EXPERT: expert_policy(maze, maze.unique_goal_locations[0], cfg.device)}
     else:
         policies = {SAC_POLICY: sac_policy(cfg.device)}
-    if ckpt:
-        s_dim, a_dim = data["observations"].shape[1], data["actions"].shape[1]
-        agent = dydiff.TD3BC(s_dim, a_dim, dydiff.Normalizer(s_dim), cfg)
-        agent.load_state_dict(ckpt["trainer"]["agent"])
+    if agent:
         policies[TRAINED] = agent.act
     n, h = (16 if args.smoke else 256), cfg.horizon
     rng = np.random.default_rng(args.seed)

@@ -28,6 +28,7 @@ SP = load_script("speed", "benchmarks/speed.py")
 GS = load_script("goal_study", "benchmarks/goal_study.py")
 DC = load_script("dm_cost", "benchmarks/dm_cost.py")
 ST = load_script("stats", "benchmarks/stats.py")
+SS = load_script("synthetic_study", "benchmarks/synthetic_study.py")
 
 def test_in_walls_marks_wall_cells_only():
     """On the eval env's map, whose goal cell is "g" (not 0): every point of a wall cell, no point
@@ -142,6 +143,50 @@ def test_hopper_simulator_is_set_to_the_data_state(hopper_root, monkeypatch):
     sim = RE.simulate(T.make_eval_env(dataset), replay, s.astype(np.float32), 2, "cpu", 0)
     unclipped = np.abs(s[:, 5:]).max(1) < 10  # velocities the observation does not clip
     assert np.abs(sim[unclipped, 1] - episode.observations[1:][unclipped]).max() < 1e-5
+
+
+def test_one_step_repeats_the_mazes_transitions(umaze):
+    """synthetic_study.one_step: the simulator set to a stored state and stepped with the stored
+    action gives the stored next state (float32 rounding), and the reward of that position."""
+    episode = next(umaze.iterate_episodes())
+    s, a = episode.observations["observation"][:-1][:40], episode.actions[:40]
+    env = T.make_eval_env(umaze)
+    nxt, rewards, ended = SS.one_step(env, s, a, 0, env.unwrapped.maze)
+    assert np.abs(nxt - episode.observations["observation"][1:41]).max() < 1e-5
+    assert (rewards == P.maze_reward(nxt[:, :2], env)).all() and not ended.any()
+    env.close()
+
+
+@pytest.mark.slow
+def test_one_step_gives_hoppers_reward(hopper_root, monkeypatch):
+    """On the Hopper data, one_step's reward is the one the data stored for that (s, a)."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
+    dataset = minari.load_dataset(MJ.local_dataset_id("medium"))
+    episode = next(dataset.iterate_episodes())
+    env = T.make_eval_env(dataset)
+    s, a = episode.observations[:-1], episode.actions  # (an episode of the small set: ~20 steps)
+    _, rewards, ended = SS.one_step(env, s, a, 0, None)
+    assert np.abs(rewards - episode.rewards).max() < 1e-4
+    assert (ended == episode.terminations).all()
+    env.close()
+
+
+@pytest.mark.slow
+def test_synthetic_study_of_a_run(dydiff_run, workdir, tmp_path):
+    """Both arms measured on the same start states: per-step inconsistency over H - 1 steps, the
+    filter's kept return at least its dropped one in the reward model's eyes, dydiff's functions
+    put back after the watch, the JSON and the picture written."""
+    SS.main(["--policy-run", str(dydiff_run), "--n", "32", "--out", str(tmp_path), "--threads",
+             "1", "--cache", str(workdir / "cache_run21")])  # fmt: skip
+    record = json.loads((tmp_path / "synthetic_study.json").read_text())
+    h = json.loads((dydiff_run / "config.json").read_text())["config"]["horizon"]
+    for m in ("0", "2"):
+        arm = record["per_M"][m]
+        assert len(arm["kept"]["inconsistency_per_step"]) == h - 1
+        assert np.isfinite(arm["kept"]["inconsistency"]) and arm["coverage_data"] > 0
+        assert arm["kept"]["reward_predicted"] >= arm["all"]["reward_predicted"] - 1e-6
+    assert D.dydiff_rollout is SS.dydiff.dydiff_rollout and "watched" not in D.dydiff_rollout.__name__
+    assert (tmp_path / "synthetic_study.png").exists()
 
 
 @pytest.mark.slow
