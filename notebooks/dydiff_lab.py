@@ -28,8 +28,8 @@
 #   Colab has torch, numpy and matplotlib already.
 # - **The source of this notebook** is `notebooks/dydiff_lab.py` (jupytext percent format, plain
 #   text). Edit that file, then make the `.ipynb` again, without outputs:
-#   `jupytext --to ipynb notebooks/dydiff_lab.py`. `tests/test_notebook.py` checks that the two agree
-#   and runs the notebook with tiny settings (`DYDIFF_NOTEBOOK_QUICK=1`).
+#   `jupytext --to ipynb notebooks/dydiff_lab.py`. `tests/test_notebook.py` checks that the two
+#   agree and runs the notebook with tiny settings (`DYDIFF_NOTEBOOK_QUICK=1`).
 
 # %%
 import os
@@ -40,7 +40,7 @@ from pathlib import Path
 # Where dydiff.py and lab.py come from: one of
 #   ""                   this repository (the folder above the notebook or the working folder), or
 #                        the two files beside the notebook. Colab: upload both into the working
-#                        folder (Files panel, or run `from google.colab import files; files.upload()`)
+#                        folder (Files panel, or `from google.colab import files; files.upload()`)
 #   "/path/to/checkout"  a local checkout, or a folder that holds dydiff.py and lab.py
 #   "https://raw.githubusercontent.com/OWNER/REPO/BRANCH"  the repository's raw files, downloaded
 #                        into the working folder (again at every run of this cell)
@@ -79,9 +79,9 @@ print("code from:", *CODE_DIRS, "| quick:", QUICK)
 # ## 1. The method and the task, imported
 #
 # `dydiff.py` reads in the order of the algorithm (its sections 1-8; the README maps them to the
-# paper). `lab.py` holds the task: `step` (the exact dynamics, our simulator), `reward`, `make_data`,
-# `score`, the lab's sizes `LAB`, and `train_models` and `run`, which the lab's command line runs.
-# One thread, as the lab: the same seeds then give the same numbers.
+# paper). `lab.py` holds the task: `step` (the exact dynamics, our simulator), `reward`,
+# `make_data`, `score`, the lab's sizes `LAB`, and `train_models` and `run`, which the lab's
+# command line runs. One thread, as the lab: the same seeds then give the same numbers.
 
 # %%
 import dataclasses
@@ -178,8 +178,8 @@ print({name: type(model).__name__ for name, model in models.items()})
 # - **Step 1**: roll out the policy pi with the dynamics ensemble for H steps from real start
 #   states s0: a_i = pi(s_i), s_{i+1} = f(s_i, a_i). This is M = 0 (MBPO-style data).
 # - **Step 2**, M times (*policy injection*): the DM resamples all H states with s0 and the current
-#   actions fixed; the new states are **averaged** with the old ones and clipped to the data's range;
-#   every action is recomputed as pi(state).
+#   actions fixed; the new states are **averaged** with the old ones and clipped to the data's
+#   range; every action is recomputed as pi(state).
 #
 # Below, pi is one of two fixed policies: the **goal controller**, whose path to the goal crosses
 # the open box the data covers (though the data never heads for the goal), and **full force
@@ -330,8 +330,8 @@ print(lab.summary_line(finals, cfg.iterations))
 # every curve still rises: a miniature for seeing the method and the protocol at work, not
 # evidence on its own.
 #
-# Exercises (docs/lab.md has the measured answers; run `dydiff` only to halve the time, e.g.
-# `ALGOS = ["dydiff"]` and `cfg = dataclasses.replace(cfg, iterations=1)`, then the last cell again):
+# Exercises (docs/lab.md has the measured answers). Run DyDiff alone to save time, e.g.
+# `ALGOS = ["dydiff"]` and `cfg = dataclasses.replace(cfg, iterations=1)`, then section 6's cell:
 #
 # 1. **How many injection rounds?** `iterations=1`, then 4 (lab: M = 0 39.5, 1 29.0, 2 32.1,
 #    4 23.6). Does section 5's picture predict the order?

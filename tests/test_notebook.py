@@ -1,5 +1,5 @@
-"""Tests of notebooks/dydiff_lab: the committed .ipynb is its jupytext source's, without outputs; the
-first code cell finds dydiff.py and lab.py where it says; the whole notebook runs with tiny settings.
+"""Tests of notebooks/dydiff_lab: the committed .ipynb is its jupytext source's, without outputs;
+the first code cell finds dydiff.py and lab.py where it says; the notebook runs with tiny settings.
 
 After editing notebooks/dydiff_lab.py: jupytext --to ipynb notebooks/dydiff_lab.py
 """
@@ -35,10 +35,10 @@ def first_code_cell(nb) -> str:
 def test_committed_ipynb_is_made_from_its_source_and_has_no_outputs():
     from_py, from_ipynb = jupytext.read(SOURCE), jupytext.read(NOTEBOOK)
     want, got = cells(from_py), cells(from_ipynb)
-    assert len(got) == len(want), (f"{NOTEBOOK.name} has {len(got)} cells, {SOURCE.name} "
-                                   f"{len(want)}: jupytext --to ipynb notebooks/dydiff_lab.py")  # fmt: skip
+    remake = "jupytext --to ipynb notebooks/dydiff_lab.py"
+    assert len(got) == len(want), f"{len(got)} cells, the source {len(want)}: {remake}"
     for i, (g, w) in enumerate(zip(got, want)):
-        assert g == w, f"cell {i} differs from {SOURCE.name}'s: jupytext --to ipynb {SOURCE.name}"
+        assert g == w, f"cell {i} differs from {SOURCE.name}'s: {remake}"
     raw = nbformat.read(NOTEBOOK, as_version=4)
     nbformat.validate(raw)
     assert raw.metadata.kernelspec.name == "python3", "Colab and nbclient need a python3 kernel"
@@ -69,7 +69,8 @@ def test_first_cell_finds_the_code_beside_at_a_path_or_at_a_url(mode, tmp_path, 
     assert sys.path[: len(dirs)] == [str(d) for d in dirs], "the code's folders come first"
     if mode == "url":
         for name, path in (("dydiff.py", "dydiff.py"), ("lab.py", "scripts/lab.py")):
-            assert (work / name).read_bytes() == (ROOT / path).read_bytes(), f"{name}: not the repo's"
+            got = (work / name).read_bytes()
+            assert got == (ROOT / path).read_bytes(), f"{name}: not the repository's"
 
 
 def test_first_cell_says_what_to_do_when_it_finds_no_code(tmp_path, monkeypatch):
@@ -95,7 +96,7 @@ def test_notebook_runs_end_to_end_in_quick_mode_and_prints_the_labs_line(monkeyp
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]  # fmt: skip
     assert "quick: True" in text, "the test must run the tiny settings"
-    assert f"dydiff: {ROOT / 'dydiff.py'}" in text, "the repository's dydiff.py, found above notebooks/"
+    assert f"dydiff: {ROOT / 'dydiff.py'}" in text, "the repository's dydiff.py, above notebooks/"
     assert len(images) == 1, f"one figure (policy injection) expected, got {len(images)}"
     errors = re.findall(r"^(.+), M = (\d): position error at h = 1 / 8 / 31: "
                         r"(\d+\.\d+) / (\d+\.\d+) / (\d+\.\d+)$", text, re.M)  # fmt: skip
