@@ -163,7 +163,7 @@ print(f"updates {cfg.updates}, H = {cfg.horizon}, M = {cfg.iterations}, seeds {S
 #    compound, but it imagines the *data's* behaviour; policy injection (next section) makes it
 #    follow the learning policy by inpainting: s0 and every action are fixed, the states resampled.
 #
-# About 30 s with the lab's sizes on one core.
+# 10-60 s with the lab's sizes on one core, depending on the CPU.
 
 # %%
 times: dict = {}
@@ -252,7 +252,7 @@ plt.show()
 #   of about 0.005 at every step (the dynamics are almost linear and the data covers the box).
 #   Each injection round moves the states *away* from the simulator (0.02-0.07): averaging with a
 #   DM sample adds the DM's own error, and this DM is small and briefly trained.
-# - **Full force into a corner** (outside it): the single-step model's errors compound. It never
+# - **Full force into a corner** (outside it): the single-step model's errors compound. It rarely
 #   saw the mass held against a wall, drives through it and ends about 3.4 away by h = 31. The
 #   injected trajectories stay in the box and end in the corner (error about 0.01): the DM learned
 #   whole windows, walls included, and `clip_to_data` keeps states in the data's range. Early on,
