@@ -17,10 +17,14 @@ learning curve go to results/<group>/<env>/<label>_seed<S>.json as soon as it en
 results/<group>_<env>.json and .png (and a table printed as markdown), reports per label the mean
 and SAMPLE standard deviation over seeds of the final score (the last evaluation), of the mean of
 the last five evaluations and of the best evaluation, and for every label against --baseline the
-paired difference over the seeds both have, with a 95% bootstrap interval (resampling seeds).
+paired difference over the seeds both have, with every statistic of benchmarks/stats.py (bootstrap
+and t intervals, sign-flip p, seeds ahead, the verdict). --driver SCRIPT runs SCRIPT instead of
+train_offline.py (same flags: an intervention such as benchmarks/relabelled_rollouts.py).
 --with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
 DyDiff, whose M is the default 2, as "M=2" of the ablation), without copying their files, and
-only on the seeds of this group's own runs (if it has any), so that every row covers the same seeds.
+only on the seeds of this group's own runs (if it has any), so that every row covers the same seeds;
+with --aggregate-only, --seeds S... sets those seeds for every row instead (seeds 0-9 of one group
+and 10-19 of another make one row of 20).
 """
 
 import argparse
@@ -41,16 +45,18 @@ import train_offline  # noqa: E402
 from benchmarks.stats import bootstrap_interval, describe, paired  # noqa: E402
 
 
-def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], out: Path) -> Path:
-    """Run train_offline.py once with --out `out` (a folder of its own); return its run folder."""
+def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], out: Path,
+            driver: str = "train_offline.py") -> Path:
+    """Run `driver` (train_offline.py or a script with its flags) once with --out `out` (a folder
+    of its own); return its run folder."""
     (ROOT / out).mkdir(parents=True, exist_ok=True)
-    cmd = ["train_offline.py", *extra, "--env", env, "--algo", algo, "--seed", str(seed),
+    cmd = [driver, *extra, "--env", env, "--algo", algo, "--seed", str(seed),
            "--threads", str(threads), "--out", str(out)]  # fmt: skip
     log, before = ROOT / out / "log.txt", run_dirs(ROOT / out)
     stopped = [d for d in before  # stopped before its end: a checkpoint, no summary
                if (d / "checkpoint.pt").exists() and not (d / "summary.json").exists()]
     if len(stopped) == 1:  # a run stopped (at the end of a session, say): it goes on, exactly
-        cmd = ["train_offline.py", "--resume", str(stopped[0].relative_to(ROOT))]
+        cmd = [driver, "--resume", str(stopped[0].relative_to(ROOT))]
         print(f"{out}: resuming {stopped[0].name}", flush=True)
     start = time.time()
     with log.open("a") as f:
@@ -225,6 +231,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--with-runs", nargs="+", default=[], metavar="GROUP/LABEL=NAME",
                    help="also aggregate these runs of another group, under NAME")
     p.add_argument("--aggregate-only", action="store_true")
+    p.add_argument("--driver", default="train_offline.py",
+                   help="the script each run is, with train_offline.py's flags (an intervention)")
     for flag in REFUSED:  # declared so that abbreviations of them are caught too
         p.add_argument(flag, help=argparse.SUPPRESS)
     args, extra = p.parse_known_args(argv)  # anything else goes to train_offline.py as it is
@@ -237,13 +245,15 @@ def main(argv: list[str] | None = None) -> None:
         if not re.fullmatch(r"[\w.-]+/[\w.-]+=[\w.=-]+", spec):
             p.error(f"--with-runs {spec}: expected GROUP/LABEL=NAME (scores/dydiff=M=2)")
     if not args.aggregate_only:
+        if not (ROOT / args.driver).is_file():
+            p.error(f"--driver {args.driver}: no such script in the repository")
         train_offline.parse_args(extra)  # an unknown or malformed flag: one line, before any run
 
         def job(algo_seed):
             algo, seed = algo_seed
             label = args.label or algo
             out = Path("runs") / args.group / args.env.replace("/", "_") / f"{label}_seed{seed}"
-            run_dir = run_one(args.env, algo, seed, args.threads, extra, out)
+            run_dir = run_one(args.env, algo, seed, args.threads, extra, out, args.driver)
             dest = results_dir(args.group, args.env) / f"{label}_seed{seed}.json"
             collect(run_dir, dest, label)  # written as it ends
 

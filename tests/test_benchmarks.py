@@ -582,3 +582,32 @@ def test_dm_cost_refuses_a_candidate_that_changes_the_rl_budget(capsys):
             DC.main(["--base", "1", "1", "--candidate", flags])
         err = capsys.readouterr().err
         assert e.value.code == 2 and "--rollout-every" in err and err.count("\n") == 1, err
+
+
+def test_relabelled_rollouts_store_single_step_next_states():
+    """The intervention keeps synthesise's states and actions (same seed) and replaces each next
+    state by the single-step model's f(s, a) (one elite: deterministic), terminals following it."""
+    RR = load_script("relabelled", "benchmarks/relabelled_rollouts.py")
+    cfg = D.Config(horizon=6, n_diffusion_steps=3, mlp_width=16, mlp_blocks=1, n_members=2,
+                   n_elites=1, dynamics_hidden=8, reward_hidden=8, keep_ratio=0.5)  # fmt: skip
+    dynamics, dm = D.build_dynamics(cfg, 3, 2), D.build_diffusion(cfg, 3, 2)
+    reward = D.build_reward_model(cfg, 3, 2)
+    policy = lambda s: torch.tanh(s[..., :2])  # noqa: E731
+    fell = lambda s: s[:, 0] > 0.3  # noqa: E731
+    s0 = torch.rand(8, 3) * 20 + 100
+    torch.manual_seed(1)
+    plain, _ = D.synthesise(s0, policy, dynamics, dm, reward, cfg, fell)
+    torch.manual_seed(1)
+    new, _ = RR.relabelled(D.synthesise)(s0, policy, dynamics, dm, reward, cfg, fell)
+    for k in ("states", "actions", "rewards"):
+        assert torch.equal(new[k], plain[k]), f"{k}: the rollout's, unchanged"
+    assert torch.equal(new["next_states"], dynamics.predict(new["states"], new["actions"]))
+    assert not torch.equal(new["next_states"], plain["next_states"])
+    assert torch.equal(new["dones"], fell(new["next_states"]).float())
+
+
+def test_scores_refuses_a_driver_that_is_not_there(capsys):
+    with pytest.raises(SystemExit) as e:
+        SC.main(["--seeds", "0", "--driver", "benchmarks/nothing.py"])
+    assert e.value.code == 2 and capsys.readouterr().err == \
+        "error: --driver benchmarks/nothing.py: no such script in the repository\n"
