@@ -39,6 +39,9 @@ class Config:
     temperature: float = 0.05  # softmax filter temperature on standardised returns
     real_ratio: float = 0.6  # fraction of each batch drawn from the real data
     synthetic_capacity: int = 200_000  # FIFO size of the synthetic buffer (authors: 2M)
+    # --- pessimism by model uncertainty u(s, a) (departure 11: ours, MOPO / TATU style; 0 = off)
+    uncertainty_penalty: float = 0.0  # reward r - penalty * u(s, a) before the filter ranks
+    uncertainty_halt: float = 0.0  # a trajectory ends before its first step with u(s, a) > halt
     # --- diffusion model (DDPM; the authors use EDM)
     denoiser: str = "mlp"  # "mlp" (fast on a CPU) or "unet" (Diffuser's temporal U-Net)
     n_diffusion_steps: int = 20  # DDPM steps K for training and ancestral sampling
@@ -439,6 +442,15 @@ class EnsembleDynamics(nn.Module):
         return ((self(sa)[0] - delta) ** 2).mean((1, 2))
 
     @torch.no_grad()
+    def uncertainty(self, sa: torch.Tensor) -> torch.Tensor:
+        """u(s, a) for raw sa [..., S + A] -> [...]: the elites' disagreement, the largest distance
+        of an elite's mean from the elites' average, in units of the data's state std."""
+        mean = self(sa.reshape(1, -1, sa.shape[-1]).expand(self.net.n_members, -1, -1))[0]
+        mean = mean[self.elites]  # [elites, B, S]
+        gap = (mean - mean.mean(0)) / self.input_norm.scale[: mean.shape[-1]]
+        return gap.norm(dim=-1).max(0).values.reshape(sa.shape[:-1])
+
+    @torch.no_grad()
     def predict(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Next states [B, S]: each row uses the mean of one elite picked at random, as DyDiff does
         (deterministic; the Gaussian's variance serves training only)."""
@@ -635,6 +647,11 @@ def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, termi
     if terminal_fn is not None:
         dones = terminal_fn(s2.reshape(-1, s2.shape[-1])).reshape(rewards.shape)
     valid = (torch.cumsum(dones.int(), 1) - dones.int()) == 0  # no EARLIER step was terminal
+    if cfg.uncertainty_penalty or cfg.uncertainty_halt:  # departure 11
+        u = dynamics.uncertainty(torch.cat([s, a], -1))  # [N, H-1], at the final (s_i, a_i)
+        rewards = rewards - cfg.uncertainty_penalty * u
+        if cfg.uncertainty_halt:  # this step and the later ones are dropped
+            valid &= (u > cfg.uncertainty_halt).cumsum(1) == 0
     returns = (rewards * valid).sum(1)
     keep = filter_trajectories(returns, cfg.keep_ratio, cfg.filter, cfg.temperature)
     v = valid[keep]
@@ -835,7 +852,8 @@ def validate(cfg: Config) -> None:
         check(getattr(cfg, name) >= 1, name, "positive")
     for name in ("lr", "dm_lr", "model_lr", "temperature"):
         check(getattr(cfg, name) > 0, name, "> 0")
-    for name in ("iterations", "policy_noise", "noise_clip", "alpha"):
+    for name in ("iterations", "policy_noise", "noise_clip", "alpha", "uncertainty_penalty",
+                 "uncertainty_halt"):
         check(getattr(cfg, name) >= 0, name, ">= 0")
     for name in ("gamma", "ema_decay"):  # a discount or decay of 1 never forgets
         check(0 <= getattr(cfg, name) < 1, name, "in [0, 1)")
