@@ -17,6 +17,7 @@ pytest, the standard library and dydiff only. The driver's, the scripts' and the
 are in tests/. CPU only, tiny models and data.
 """
 
+import copy
 import dataclasses
 import os
 import subprocess
@@ -122,18 +123,6 @@ class Fn(nn.Module):
 
     def forward(self, x):
         return self.fn(x) + self.w
-
-
-class PerRow(nn.Module):
-    """A stub critic whose value for row i (state column 0 holds i) is the parameter v[i] = 0, so
-    the gradient of the critic loss reads the target: d mse(v, y) / dv_i = -2 y_i / n."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.v = nn.Parameter(torch.zeros(n))
-
-    def forward(self, sa):
-        return self.v[sa[:, 0].round().long()][:, None]
 
 
 def fit(model, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 3e-3, batch: int = 64):
@@ -754,14 +743,15 @@ class TestDynamicsAndReward:
 
 
 def one_step_batch(n=256):
-    """Every state appears with a = +0.5 (reward 1) and a = -0.5 (reward 0); all steps terminal."""
-    s = torch.randn(n, 2)
+    """Every state appears with a = +0.5 (reward 1) and a = -0.5 (reward 0); all steps terminal.
+    States far from unit scale and zero mean (x 20 + 100): only state_norm makes them learnable."""
+    s = torch.randn(n, 2) * 20 + 100
     a = torch.cat([torch.full((n, 1), 0.5), torch.full((n, 1), -0.5)])
     return {
         "states": torch.cat([s, s]),
         "actions": a,
         "rewards": torch.cat([torch.ones(n, 1), torch.zeros(n, 1)]),
-        "next_states": torch.randn(2 * n, 2),
+        "next_states": torch.randn(2 * n, 2) * 20 + 100,
         "dones": torch.ones(2 * n, 1),
     }
 
@@ -774,38 +764,27 @@ def train_td3bc(alpha: float, updates: int = 300):
     for _ in range(updates):
         idx = torch.randint(n, (cfg.batch_size,))
         agent.update({k: v[idx] for k, v in data.items()})
-    test_states = torch.randn(500, 2)
+    test_states = torch.randn(500, 2) * 20 + 100
     return agent, agent.act(test_states), test_states
 
 
-def td3_target(cfg, actor_target, q1_target, q2_target, rewards=0.0, dones=0.0, n=2000):
-    """The target y that TD3BC.update regresses both critics on, read off the gradient of per-row
-    stub critics (PerRow). States: column 0 the row index, column 1 x ~ U[-1, 1]; next states the
-    same index and -x; the online actor, which the target must not use, says -0.9 everywhere.
-    Only a critic step runs (n_updates 1, policy_freq 1000). An extra terminal row (r = 1,
-    done = 1, so y = 1) checks the reading first."""
-    agent = D.TD3BC(2, 1, D.Normalizer(2), dataclasses.replace(cfg, policy_freq=1000))
+def target_of(cfg, actor_target, q1_target, q2_target, rewards=0.0, dones=0.0, n=2000):
+    """TD3BC.critic_target with stub target networks, and the x' of each row: next states are
+    (0, x'), x' ~ U[-1, 1], z-scored by an identity state_norm. The online networks, which the
+    target must not use, say pi = -0.9 and Q = -100 everywhere."""
+    agent = D.TD3BC(2, 1, D.Normalizer(2), cfg)
     agent.actor = Fn(lambda s: torch.full((len(s), 1), -0.9))
+    agent.q1 = agent.q2 = Fn(lambda sa: torch.full((len(sa), 1), -100.0))
     agent.actor_target, agent.q1_target, agent.q2_target = actor_target, q1_target, q2_target
-    agent.q1, agent.q2 = PerRow(n + 1), PerRow(n + 1)
-    agent.n_updates = 1
-    idx, x = torch.arange(n + 1, dtype=torch.float32), torch.rand(n + 1) * 2 - 1
-    rewards = torch.cat([torch.as_tensor(rewards, dtype=torch.float32).expand(n), torch.ones(1)])
-    dones = torch.cat([torch.as_tensor(dones, dtype=torch.float32).expand(n), torch.ones(1)])
-    batch = dict(states=torch.stack([idx, x], 1), actions=torch.zeros(n + 1, 1),
-                 rewards=rewards[:, None], next_states=torch.stack([idx, -x], 1),
-                 dones=dones[:, None])  # fmt: skip
-    agent.update(batch)
-    y1, y2 = (-q.v.grad * (n + 1) / 2 for q in (agent.q1, agent.q2))
-    assert torch.allclose(y1, y2, atol=1e-5), (
-        "both critics regress on the same target: mse_loss(Q1(s, a), y) + mse_loss(Q2(s, a), y); "
-        f"read y1 {y1[:3].tolist()}..., y2 {y2[:3].tolist()}..."
-    )
-    assert abs(y1[n] - 1) < 1e-4, (
-        f"a terminal row (r = 1, done = 1) has the target y = r = 1, read {y1[n]:.3f}: either the "
-        "terminal is not cut, or the critic loss is not mse_loss(Q1, y) + mse_loss(Q2, y)"
-    )
-    return y1[:n], -x[:n]  # and x' (column 1 of the next states)
+    x2 = torch.rand(n) * 2 - 1
+    batch = dict(states=torch.randn(n, 2), actions=torch.zeros(n, 1),
+                 rewards=torch.as_tensor(rewards, dtype=torch.float32).expand(n)[:, None],
+                 next_states=torch.stack([torch.zeros(n), x2], 1),
+                 dones=torch.as_tensor(dones, dtype=torch.float32).expand(n)[:, None])  # fmt: skip
+    y = agent.critic_target(batch)
+    assert y.shape == (n, 1), f"critic_target returns y [B, 1]: shape {tuple(y.shape)}"
+    assert not y.requires_grad, "critic_target is a regression target: no gradient"
+    return y[:, 0], x2
 
 
 def action_of(sa):
@@ -813,14 +792,18 @@ def action_of(sa):
     return sa[:, -1:]
 
 
+def zero_actor(s):
+    return torch.zeros(len(s), 1)
+
+
 class TestTD3BC:
     """TD3+BC: the critic target, the actor's lambda-weighted Q plus behaviour cloning, delayed and
-    soft target updates."""
+    soft target updates, state normalisation."""
 
     def test_td3bc_delayed_actor_and_target_updates(self):
         data = one_step_batch(64)
         cfg = tiny_cfg(policy_freq=2, batch_size=32)
-        agent = D.TD3BC(2, 1, D.Normalizer(2), cfg)
+        agent = D.TD3BC(2, 1, D.Normalizer(2).fit_zscore(data["states"]), cfg)
         nets = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target")
         before = {k: [p.clone() for p in getattr(agent, k).parameters()] for k in nets}
 
@@ -830,11 +813,15 @@ class TestTD3BC:
 
         out = agent.update({k: v[:32] for k, v in data.items()})
         assert "actor_loss" not in out, "policy_freq 2: no actor step in the first update"
+        assert agent.n_updates == 1, f"n_updates counts every update: {agent.n_updates} after 1"
         assert all(changed("q1")) and all(changed("q2")), "the critics learn every update"
         for k in ("actor", "actor_target", "q1_target", "q2_target"):
             assert not any(changed(k)), f"{k} changes only every policy_freq-th update"
         out = agent.update({k: v[32:] for k, v in data.items()})
-        assert "actor_loss" in out, "policy_freq 2: the second update is an actor step"
+        assert agent.n_updates == 2, f"n_updates counts every update: {agent.n_updates} after 2"
+        assert set(out) == {"critic_loss", "actor_loss", "lambda"}, (
+            f"an actor step returns critic_loss, actor_loss and lambda, got {sorted(out)}"
+        )
         for k in ("actor", "actor_target", "q1_target", "q2_target"):
             assert all(changed(k)), f"{k} must change at the actor step"
         for net in ("actor", "q1", "q2"):  # soft update: target = old + tau (online - old)
@@ -844,23 +831,47 @@ class TestTD3BC:
                 err = (new - expected).abs().max().item()
                 assert err < 1e-7, f"{net}_target <- target + tau (online - target): {err:.2g}"
 
+    def test_critics_regress_on_critic_target(self, monkeypatch):
+        """update calls critic_target(batch) once and regresses both critics on its y:
+        critic_loss = mse(Q1(s, a), y) + mse(Q2(s, a), y). With Q1 = Q2 = w = 0 (stubs),
+        d critic_loss / dw = -2 mean(y) for each and critic_loss = 2 mean(y^2)."""
+        batch = one_step_batch(32)
+        agent = D.TD3BC(2, 1, D.Normalizer(2), tiny_cfg(policy_freq=1000))
+        agent.q1, agent.q2 = Fn(lambda sa: torch.zeros(len(sa), 1)), Fn(lambda sa: torch.zeros(len(sa), 1))
+        y = torch.linspace(-1, 3, 64)[:, None]
+        calls = []
+        monkeypatch.setattr(agent, "critic_target", lambda b: calls.append(b) or y.clone())
+        out = agent.update(batch)
+        assert len(calls) == 1 and calls[0] is batch, "update calls critic_target(batch) once"
+        for name in ("q1", "q2"):
+            grad = getattr(agent, name).w.grad.item()
+            assert abs(grad + 2 * y.mean().item()) < 1e-5, (
+                f"{name} regresses on critic_target's y: d mse({name}, y) / d{name} must be "
+                f"-2 mean(y) = {-2 * y.mean().item():.4f}, got {grad:.4f}"
+            )
+        loss = float(out["critic_loss"])
+        assert abs(loss - 2 * (y**2).mean().item()) < 1e-4, (
+            f"critic_loss = mse(Q1, y) + mse(Q2, y) = {2 * (y**2).mean().item():.4f} with Q = 0, "
+            f"got {loss:.4f}"
+        )
+
     def test_td3_target_takes_the_min_of_the_twin_target_critics(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.0)
         q1, q2 = Fn(lambda sa: 2 + sa[:, 1:2]), Fn(lambda sa: 2 - sa[:, 1:2])
-        y, x2 = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), q1, q2)
+        y, x2 = target_of(cfg, Fn(zero_actor), q1, q2)
         expected = 0.5 * (2 - x2.abs())
         err = (y - expected).abs().max().item()
-        assert err < 1e-4, (
+        assert err < 1e-5, (
             f"y = r + gamma min(Q1'(s', a'), Q2'(s', a')): with Q1' = 2 + x', Q2' = 2 - x', gamma "
             f"0.5, r 0, y must be 0.5 (2 - |x'|); max error {err:.3f} (y {y[:3].tolist()}, "
-            f"expected {expected[:3].tolist()})"
+            f"expected {expected[:3].tolist()}; the online critics say -100)"
         )
 
     def test_td3_target_uses_the_target_actor(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.0)
-        y, _ = td3_target(cfg, Fn(lambda s: torch.full((len(s), 1), 0.4)), Fn(action_of),
-                          Fn(action_of))  # fmt: skip
-        assert torch.allclose(y, torch.full_like(y, 0.2), atol=1e-4), (
+        y, _ = target_of(cfg, Fn(lambda s: torch.full((len(s), 1), 0.4)), Fn(action_of),
+                         Fn(action_of))  # fmt: skip
+        assert torch.allclose(y, torch.full_like(y, 0.2), atol=1e-5), (
             "a' = pi_target(s'): with pi_target = 0.4, the online pi = -0.9, Q' = a', gamma 0.5, "
             f"y must be 0.2; got {y.mean():.3f} (-0.45 means the online actor was used)"
         )
@@ -869,8 +880,8 @@ class TestTD3BC:
         for gamma in (0.9, 0.5):
             cfg = tiny_cfg(gamma=gamma, policy_noise=0.0)
             two = Fn(lambda sa: torch.full((len(sa), 1), 2.0))
-            y, _ = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), two, two, rewards=1.0)
-            assert torch.allclose(y, torch.full_like(y, 1 + 2 * gamma), atol=1e-4), (
+            y, _ = target_of(cfg, Fn(zero_actor), two, two, rewards=1.0)
+            assert torch.allclose(y, torch.full_like(y, 1 + 2 * gamma), atol=1e-5), (
                 f"y = r + gamma Q': r 1, Q' 2, gamma {gamma}, done 0: y must be {1 + 2 * gamma}, "
                 f"got {y.mean():.3f}"
             )
@@ -879,9 +890,9 @@ class TestTD3BC:
         cfg = tiny_cfg(gamma=0.9, policy_noise=0.0)
         dones = (torch.rand(2000) < 0.5).float()
         two = Fn(lambda sa: torch.full((len(sa), 1), 2.0))
-        y, _ = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), two, two, 1.0, dones)
+        y, _ = target_of(cfg, Fn(zero_actor), two, two, 1.0, dones)
         expected = 1 + 0.9 * 2 * (1 - dones)
-        assert torch.allclose(y, expected, atol=1e-4), (
+        assert torch.allclose(y, expected, atol=1e-5), (
             f"y = r + gamma (1 - done) Q': a terminal row's target is r = 1, got "
             f"{y[dones == 1].mean():.3f}; other rows 2.8, got {y[dones == 0].mean():.3f}"
         )
@@ -889,7 +900,7 @@ class TestTD3BC:
     def test_td3_target_policy_smoothing(self):
         """a' = pi'(s') + clip(N(0, policy_noise^2), -noise_clip, noise_clip), fresh per row."""
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.2, noise_clip=0.5)
-        y, _ = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), Fn(action_of), Fn(action_of))
+        y, _ = target_of(cfg, Fn(zero_actor), Fn(action_of), Fn(action_of))
         noise = y / 0.5  # Q' = a' = 0 + noise
         mean, std = noise.mean().item(), noise.std().item()
         assert abs(mean) < 0.03 and 0.17 < std < 0.23, (
@@ -899,7 +910,7 @@ class TestTD3BC:
 
     def test_td3_target_smoothing_noise_is_clipped(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=1.0, noise_clip=0.3)
-        y, _ = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), Fn(action_of), Fn(action_of))
+        y, _ = target_of(cfg, Fn(zero_actor), Fn(action_of), Fn(action_of))
         noise = y / 0.5
         top = noise.abs().max().item()
         assert 0.29 < top < 0.3 + 1e-5, (
@@ -909,13 +920,44 @@ class TestTD3BC:
 
     def test_td3_target_action_stays_in_the_action_range(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.2, noise_clip=0.5)
-        y, _ = td3_target(cfg, Fn(lambda s: torch.full((len(s), 1), 0.9)), Fn(action_of),
-                          Fn(action_of))  # fmt: skip
+        y, _ = target_of(cfg, Fn(lambda s: torch.full((len(s), 1), 0.9)), Fn(action_of),
+                         Fn(action_of))  # fmt: skip
         a2 = y / 0.5
-        assert a2.max() <= 1 + 1e-5 and a2.min() >= 0.4 - 1e-5, (
+        assert a2.max() <= 1 + 1e-6 and a2.min() >= 0.4 - 1e-5, (
             f"a' = clip(pi'(s') + noise, -1, 1): pi' = 0.9 with noise in [-0.5, 0.5] gives a' in "
             f"[0.4, 1], got [{a2.min():.3f}, {a2.max():.3f}]"
         )
+        assert (a2 == 1).float().mean() > 0.2, "a' = clip(.., -1, 1): a quarter of rows reach 1"
+
+    def test_update_and_act_do_not_depend_on_the_units_of_states(self):
+        """state_norm, fitted on the data, makes TD3+BC blind to the units of states: in units
+        x 20 + 100, with the same normaliser in those units, the same networks give the same
+        losses, lambda and actions after the updates. Both s and s' are z-scored: a TD3BC that
+        leaves either raw (Fujimoto's code normalises the data beforehand) fails this."""
+        data = {k: torch.as_tensor(v) for k, v in linear_data(n_episodes=4, ep_len=16).items()}
+        batch = dict(states=data["observations"], actions=data["actions"],
+                     rewards=data["rewards"][:, None], next_states=data["next_observations"],
+                     dones=data["terminals"][:, None])  # fmt: skip
+        scaled = batch | {k: batch[k] * 20 + 100 for k in ("states", "next_states")}
+        agent = D.TD3BC(S_DIM, A_DIM, D.Normalizer(S_DIM).fit_zscore(batch["states"]),
+                        tiny_cfg(policy_freq=2))  # fmt: skip
+        other = copy.deepcopy(agent)  # the same networks and optimisers
+        other.state_norm.shift.mul_(20).add_(100)  # fit_zscore(scaled states) but for its eps
+        other.state_norm.scale.mul_(20)
+        outs = []
+        for who, b in ((agent, batch), (other, scaled)):
+            torch.manual_seed(1)  # the same smoothing noise
+            outs.append([{k: float(v) for k, v in who.update(b).items()} for _ in range(2)])
+        for step, (one, two) in enumerate(zip(*outs)):
+            assert one.keys() == two.keys()
+            for k in one:
+                assert two[k] == pytest.approx(one[k], rel=1e-4, abs=1e-5), (
+                    f"update {step + 1}: {k} {one[k]:.5f} in raw units, {two[k]:.5f} in units x 20 "
+                    "+ 100: update must z-score states and next states with state_norm"
+                )
+        a1, a2 = agent.act(batch["states"]), other.act(scaled["states"])
+        err = (a1 - a2).abs().max().item()
+        assert err < 1e-4, f"act z-scores raw states with state_norm: actions differ by {err:.3g}"
 
     def actor_step(self, alpha: float, data_action: float):
         """One update with stub networks: pi(s) = 0.3 (its parameter w), Q1(s, a) = 2 + a, batch
