@@ -28,6 +28,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dydiff as D
 
@@ -377,6 +379,107 @@ class TestData:
         assert torch.allclose(z.std(0), torch.ones(3), atol=2e-2), "z-score: std 1"
 
 
+    @settings(derandomize=True, max_examples=40, deadline=None)
+    @given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=8),
+           horizon=st.integers(1, 9), first_id=st.integers(-5, 5))  # fmt: skip
+    def test_window_starts_property(self, lengths, horizon, first_id):
+        """For any episode lengths and horizon: the starts are exactly the rows i where rows
+        i .. i + horizon - 1 lie in one episode, ascending, int64 (ids need not start at 0)."""
+        ids = np.repeat(first_id + 3 * np.arange(len(lengths)), lengths)
+        starts = D.window_starts(ids, horizon)
+        brute = [i for i in range(len(ids) - horizon + 1) if len(set(ids[i : i + horizon])) == 1]
+        assert starts.dtype == np.int64, f"window starts are int64 row indices: {starts.dtype}"
+        assert starts.tolist() == brute, (
+            f"window rule: episode lengths {lengths}, horizon {horizon}: starts {brute}, got "
+            f"{starts.tolist()}"
+        )
+
+    @settings(derandomize=True, max_examples=30, deadline=None)
+    @given(capacity=st.integers(1, 12), sizes=st.lists(st.integers(1, 15), min_size=1, max_size=5),
+           column=st.booleans())  # fmt: skip
+    def test_replay_buffer_fifo_property(self, capacity, sizes, column):
+        """For any capacity and batch sizes: after each add the buffer holds the newest
+        min(rows added, capacity) rows, each transition whole (its states, actions, rewards, next
+        states and dones stay together); rewards may be [n] or [n, 1]."""
+        buf, total = D.ReplayBuffer(2, 1, capacity=capacity, device="cpu"), 0
+        for n in sizes:
+            ids = torch.arange(total, total + n, dtype=torch.float32)
+            buf.add(dict(states=torch.stack([ids, -ids], 1) * 20 + 100, actions=ids[:, None] / 100,
+                         rewards=ids[:, None] if column else ids, next_states=torch.stack([ids, ids], 1),
+                         dones=(ids % 2)[:, None]))  # fmt: skip
+            total += n
+            held = buf.data["rewards"][: buf.size, 0]
+            assert buf.size == min(total, capacity), (
+                f"size = min(rows added, capacity) = {min(total, capacity)}, got {buf.size}"
+            )
+            assert sorted(held.tolist()) == list(range(max(0, total - capacity), total)), (
+                f"FIFO: after {total} rows into {capacity}, the newest {min(total, capacity)} stay; "
+                f"held {sorted(held.tolist())}"
+            )
+            rows = buf.data
+            whole = torch.equal(rows["states"][: buf.size], torch.stack([held, -held], 1) * 20 + 100)
+            whole &= torch.equal(rows["actions"][: buf.size, 0], held / 100)
+            whole &= torch.equal(rows["next_states"][: buf.size, 0], held)
+            whole &= torch.equal(rows["dones"][: buf.size, 0], held % 2)
+            assert whole, "each row holds one transition: its keys are written to the same row"
+
+    @settings(derandomize=True, max_examples=30, deadline=None)
+    @given(n=st.integers(1, 40), ratio=st.floats(0, 1), synthetic_rows=st.integers(0, 80))
+    def test_sample_mixed_property(self, n, ratio, synthetic_rows):
+        """For any batch size, real_ratio and synthetic buffer size: round(n * real_ratio) real rows
+        and the rest synthetic once the synthetic buffer holds n rows; all real before."""
+        real = D.ReplayBuffer(2, 1, 100, "cpu")
+        real.add(rows_with_reward(np.ones(50)))
+        synthetic = D.ReplayBuffer(2, 1, 100, "cpu")
+        if synthetic_rows:
+            synthetic.add(rows_with_reward(-np.ones(synthetic_rows)))
+        batch = D.sample_mixed(real, synthetic, n, ratio)
+        assert all(len(v) == n for v in batch.values()), "every key holds n rows"
+        n_real = int((batch["rewards"] == 1).sum())
+        expected = n if synthetic_rows < n else round(n * ratio)
+        assert n_real == expected, (
+            f"n {n}, real_ratio {ratio}, {synthetic_rows} synthetic rows: {expected} real rows "
+            f"(all real while the synthetic buffer holds fewer than n), got {n_real}"
+        )
+
+    def test_zscore_of_a_constant_dimension_is_finite(self):
+        """A dimension that never moves (a wall's coordinate, a fixed joint) has std 0: the eps
+        1e-3 keeps its z-score finite, 0."""
+        x = torch.randn(50, 3) * 20 + 100
+        x[:, 1] = 7.5
+        z = D.Normalizer(3).fit_zscore(x)(x)
+        assert torch.isfinite(z).all() and (z[:, 1] == 0).all(), (
+            f"scale = std + 1e-3: a constant dimension gives z = 0, got {z[:3, 1].tolist()}"
+        )
+
+    @settings(derandomize=True, max_examples=30, deadline=None)
+    @given(shift=st.lists(st.floats(-1000, 1000), min_size=3, max_size=3),
+           log_scale=st.lists(st.floats(-2, 3), min_size=3, max_size=3))  # fmt: skip
+    def test_normalizers_round_trip_at_any_scale(self, shift, log_scale):
+        """For data of any offset and spread per dimension (1e-2 to 1e3): limits maps each
+        dimension's [min, max] to [-1, 1], z-score to mean 0 and std std / (std + 1e-3) per
+        dimension (the eps), and unnormalize inverts both."""
+        gen = torch.Generator().manual_seed(0)
+        spread = 10 ** torch.tensor(log_scale, dtype=torch.float64)
+        x64 = torch.randn(64, 3, generator=gen, dtype=torch.float64) * spread + torch.tensor(shift)
+        x = x64.float()
+        tol = 1e-5 * (1 + torch.tensor(shift).abs() / spread).float()  # float32 rounding of x
+        lim = D.Normalizer(3).fit_limits(x)
+        y = lim(x)
+        assert (y.min(0).values + 1).abs().le(tol * 4).all(), f"limits: min -> -1: {y.min(0).values}"
+        assert (y.max(0).values - 1).abs().le(tol * 4).all(), f"limits: max -> +1: {y.max(0).values}"
+        assert ((lim.unnormalize(y) - x).abs() <= tol * spread.float() * 4).all(), "limits: round trip"
+        zs = D.Normalizer(3).fit_zscore(x)
+        z = zs(x)
+        std = x64.std(0)
+        want = (std / (std + 1e-3)).float()
+        assert (z.mean(0).abs() <= tol * 4).all(), f"z-score: mean 0 per dimension, got {z.mean(0)}"
+        assert ((z.std(0) - want).abs() <= 1e-3).all(), (
+            f"z-score: scale = std + 1e-3 per dimension, so z has std {want.tolist()}, got "
+            f"{z.std(0).tolist()}"
+        )
+        assert ((zs.unnormalize(z) - x).abs() <= tol * spread.float() * 4).all(), "z-score: round trip"
+
     def test_data_that_keeps_the_contract_passes(self):
         D.check_data(contract_data())  # no error
         D.check_data(contract_data() | {"extra": np.zeros(5)})  # other keys are ignored
@@ -416,6 +519,17 @@ class Oracle(nn.Module):
             return self.x0.clone()
         sqrt_ab, sqrt_1m_ab = (c[t, None, None] for c in self.schedule)
         return (x - sqrt_ab * self.x0) / sqrt_1m_ab
+
+
+class Constant(nn.Module):
+    """A denoiser that returns one value everywhere."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t):
+        return torch.full_like(x, self.value)
 
 
 class GaussianOracle(nn.Module):
@@ -559,6 +673,22 @@ class TestDiffusion:
         x = dm.sample(torch.zeros(4, 8, 3), dm.condition_mask(S_DIM))
         assert len(dm.ema.inputs) == dm.n_steps and torch.isfinite(x).all()
 
+    @pytest.mark.parametrize("predict_epsilon", [False, True])
+    def test_sampler_clamps_its_x0_prediction(self, predict_epsilon):
+        """The x0 the denoiser predicts (or that follows from its eps) is clamped to [-1, 1], the
+        data's range, before the posterior step; at t = 0 the step returns that x0 (post_c0 = 1,
+        post_ct = 0), so a denoiser predicting far outside gives samples at the edge, +-1."""
+        dm = D.GaussianDiffusion(nn.Identity(), 8, 3, n_steps=10, predict_epsilon=predict_epsilon)
+        mask = dm.condition_mask(S_DIM)
+        for sign in (1.0, -1.0):
+            dm.ema = Constant(-50.0 * sign if predict_epsilon else 5.0 * sign)  # x0 beyond +-1
+            x = dm.sample(torch.zeros(16, 8, 3), mask)
+            free = x[:, ~mask]
+            assert torch.allclose(free, torch.full_like(free, sign), atol=1e-4), (
+                f"x0 clamped to [-1, 1]: a denoiser whose x0 is far beyond {sign:+.0f} gives "
+                f"samples at {sign:+.0f}, got [{free.min():.3f}, {free.max():.3f}]"
+            )
+
     def test_update_ema_moves_toward_the_online_weights(self):
         """ema <- ema + (1 - decay) (online - ema), parameter by parameter; online ones stay."""
         dm = diffusion(decay=0.9)
@@ -638,6 +768,32 @@ class TestDynamicsAndReward:
             )
         shifted = [loss(delta + e, 0.0) for e in (-0.5, 0.0, 0.5)]
         assert shifted[1] < min(shifted[0], shifted[2]), f"lowest at mean = target: {shifted}"
+
+    def test_loss_regularisers_have_their_coefficients(self, monkeypatch):
+        """loss = NLL + 0.01 (sum max_logvar - sum min_logvar) + sum_i weight_decay[i] / 2
+        ||W_i||^2 over the 5 layers' weights (not biases); the NLL sums the members' means."""
+        model = D.EnsembleDynamics(S_DIM, A_DIM, n_members=2, n_elites=1, hidden=8)
+        sa, delta = torch.randn(2, 50, S_DIM + A_DIM), torch.randn(2, 50, S_DIM)
+        out = {}
+        monkeypatch.setattr(model, "forward", lambda x: out["mean_logvar"])
+        out["mean_logvar"] = (delta.clone(), torch.zeros_like(delta))  # NLL 0
+        layers = [m for m in model.net if isinstance(m, D.EnsembleLinear)]
+        with torch.no_grad():
+            model.max_logvar.fill_(0.5), model.min_logvar.fill_(-4.0)  # sum difference 2 x 4.5
+            for i, layer in enumerate(layers):
+                layer.weight.fill_(1.0), layer.bias.fill_(100.0)  # biases carry no decay
+        decay = sum(c / 2 * layer.weight.numel() for c, layer in zip(model.weight_decay, layers))
+        got = model.loss(sa, delta).item()
+        assert got == pytest.approx(0.01 * 9 + decay, rel=1e-4), (
+            f"with NLL 0: 0.01 x sum(max_logvar - min_logvar) = 0.09 plus weight decay "
+            f"sum weight_decay[i] / 2 ||W_i||^2 = {decay:.5f}: {0.09 + decay:.5f}, got {got:.5f}"
+        )
+        out["mean_logvar"] = (delta + 1, torch.zeros_like(delta))  # error 1 per entry, 2 members
+        nll = model.loss(sa, delta).item() - got
+        assert nll == pytest.approx(2.0, rel=1e-4), (
+            f"NLL: mean over batch and state of (mean - delta)^2 exp(-logvar) + logvar, summed over "
+            f"the 2 members: 2.0 for error 1 and logvar 0, got {nll:.4f}"
+        )
 
     def test_predict_uses_only_elites(self):
         dyn = D.EnsembleDynamics(S_DIM, A_DIM, n_members=4, n_elites=2, hidden=16)
