@@ -1199,27 +1199,40 @@ class TestTD3BC:
         )
 
 
+CENTER, SPREAD = torch.tensor([100.0, -40.0]), torch.tensor([20.0, 5.0])  # states far from unit
+
+
+def real_s0(n: int) -> torch.Tensor:
+    return CENTER + SPREAD * torch.randn(n, S_DIM)
+
+
 class LinearDynamics:
-    """Stub dynamics: s' = A s + B a."""
+    """Stub dynamics in the tests' state units: z' = A z + B a for z = (s - CENTER) / SPREAD."""
 
     def predict(self, states, actions):
-        return states @ torch.as_tensor(A_MAT).T + actions @ torch.as_tensor(B_MAT).T
+        z = (states - CENTER) / SPREAD
+        z2 = z @ torch.as_tensor(A_MAT).T + actions @ torch.as_tensor(B_MAT).T
+        return CENTER + SPREAD * z2
 
 
 class StubDiffusion:
-    """Stub DM: limits [-3, 3] on states (and actions); sample_states(s0, actions) returns
-    s0 + 0.4 * cumsum(actions) on both coordinates (a known function), records its inputs."""
+    """Stub DM: limits CENTER +- 2 SPREAD on states (and [-1, 1] on actions). sample_states
+    returns states drawn at random, many outside the limits, row 0 not s0 (the real DM rounds
+    it); round k of a rollout always draws the same, and each call is recorded."""
 
     def __init__(self):
-        self.norm, self.calls = limits([-3.0, -3.0, -1.0], [3.0, 3.0, 1.0]), []
+        lo, hi = CENTER - 2 * SPREAD, CENTER + 2 * SPREAD
+        self.norm, self.calls = limits([*lo.tolist(), -1.0], [*hi.tolist(), 1.0]), []
 
     def sample_states(self, s0, actions):
-        self.calls.append((s0.clone(), actions.clone()))
-        return s0[:, None] + 0.4 * actions.cumsum(1).expand(-1, -1, S_DIM)
+        gen = torch.Generator().manual_seed(len(self.calls))
+        out = CENTER + 3 * SPREAD * torch.randn(*actions.shape[:2], S_DIM, generator=gen)
+        self.calls.append(dict(s0=s0.clone(), actions=actions.clone(), sample=out.clone()))
+        return out
 
 
 def policy(s):
-    return torch.tanh(s @ torch.tensor([[0.8], [-0.5]]) + 0.1)
+    return torch.tanh(((s - CENTER) / SPREAD) @ torch.tensor([[0.8], [-0.5]]) + 0.1)
 
 
 class CounterDynamics:
@@ -1240,75 +1253,103 @@ class TestRolloutAndFilter:
 
     @pytest.mark.parametrize("iterations", [0, 1, 3])
     def test_rollout_shapes_s0_and_policy_consistency(self, iterations):
-        s0 = torch.randn(12, S_DIM)
+        s0 = real_s0(12)
         states, actions = D.dydiff_rollout(s0, policy, LinearDynamics(), StubDiffusion(), 8,
                                            iterations)  # fmt: skip
         assert states.shape == (12, 8, S_DIM) and actions.shape == (12, 8, A_DIM), (
             f"states [N, H, S], actions [N, H, A]: {tuple(states.shape)}, {tuple(actions.shape)}"
         )
-        assert torch.equal(states[:, 0], s0), "row 0 of every trajectory is its real s0"
-        assert torch.allclose(actions, policy(states)), "a_i = pi(s_i) for every row"
+        assert torch.equal(states[:, 0], s0), "row 0 of every trajectory is exactly its real s0"
+        err = (actions - policy(states)).abs().max().item()
+        assert err < 1e-6, f"a_i = pi(s_i) for every row i, the last included: error {err:.3g}"
 
     def test_rollout_without_iterations_is_a_dynamics_rollout(self):
-        s0 = torch.randn(12, S_DIM)
+        """M = 0: s_{i+1} = f(s_i, a_i) and a_i = pi(s_i) at every step; the DM is not used."""
+        s0 = real_s0(12)
         states, actions = D.dydiff_rollout(s0, policy, LinearDynamics(), None, 8, 0)
-        s = s0
-        for i in range(8):  # by hand: a_i = pi(s_i), s_{i+1} = A s_i + B a_i
-            a = policy(s)
-            assert torch.allclose(states[:, i], s, atol=1e-6), f"M = 0: state {i} is f(s, a)"
-            assert torch.allclose(actions[:, i], a, atol=1e-6), f"M = 0: action {i} is pi(s_{i})"
-            s = LinearDynamics().predict(s, a)
+        for i in range(7):
+            step = LinearDynamics().predict(states[:, i], actions[:, i])
+            err = (states[:, i + 1] - step).abs().max().item()
+            assert err < 1e-4, f"M = 0: s_{i + 1} = f(s_{i}, a_{i}), error {err:.3g}"
+        assert torch.allclose(actions, policy(states), atol=1e-6), "M = 0: a_i = pi(s_i)"
 
-    def test_rollout_averages_diffusion_states(self):
-        """Each injection round: states = clip((old states + DM sample given s0 and the current
-        actions) / 2), then actions = pi(states) on every row."""
-        s0 = torch.randn(12, S_DIM)
-        dm = StubDiffusion()
-        states, actions = D.dydiff_rollout(s0, policy, LinearDynamics(), None, 8, 0)
-        for m in (1, 2):
-            dm.calls.clear()
-            got, got_actions = D.dydiff_rollout(s0, policy, LinearDynamics(), dm, 8, m)
-            assert len(dm.calls) == m, f"M = {m}: {m} DM samples, got {len(dm.calls)}"
-            (given_s0, given_actions) = dm.calls[-1]
-            assert torch.equal(given_s0, s0), f"round {m}: the DM is conditioned on the real s0"
-            assert torch.allclose(given_actions, actions), (
-                f"round {m}: the DM is conditioned on the previous round's actions"
+    @pytest.mark.parametrize("rounds", [1, 2])
+    def test_each_injection_round_averages_with_a_dm_sample_inside_the_limits(self, rounds):
+        """Round m: one DM sample given the real s0 and the actions before the round; the new
+        states are the average of the states before the round and that sample, clamped to the
+        DM's limits per state dimension, except row 0, the real s0; then actions = pi(states)."""
+        s0 = real_s0(12)
+        before, before_actions = D.dydiff_rollout(s0, policy, LinearDynamics(), None, 8, 0)
+        for m in range(1, rounds + 1):
+            dm = StubDiffusion()
+            states, actions = D.dydiff_rollout(s0, policy, LinearDynamics(), dm, 8, m)
+            assert len(dm.calls) == m, f"M = {m}: one DM sample per round, got {len(dm.calls)}"
+            call = dm.calls[-1]
+            assert torch.equal(call["s0"], s0), f"round {m}: the DM is conditioned on the real s0"
+            assert torch.allclose(call["actions"], before_actions, atol=1e-6), (
+                f"round {m}: the DM is conditioned on the actions before the round, pi(states)"
             )
-            sampled = s0[:, None] + 0.4 * actions.cumsum(1).expand(-1, -1, S_DIM)
-            states = D.clip_to_data((states + sampled) / 2, s0, dm.norm)
-            actions = policy(states)
-            err = (got - states).abs().max().item()
-            assert err < 1e-5, (
-                f"round {m}: states = clip((previous states + DM sample) / 2); max error {err:.3g}"
+            average = (before + call["sample"]) / 2
+            lo, hi = dm.norm.shift - dm.norm.scale, dm.norm.shift + dm.norm.scale
+            inside = (average >= lo[:S_DIM]) & (average <= hi[:S_DIM])
+            clamped = torch.minimum(torch.maximum(average, lo[:S_DIM]), hi[:S_DIM])
+            assert torch.equal(states[:, 0], s0), f"round {m}: row 0 is exactly the real s0"
+            rows = states[:, 1:]
+            assert torch.allclose(rows[inside[:, 1:]], average[:, 1:][inside[:, 1:]], atol=1e-4), (
+                f"round {m}: states = (states before the round + DM sample) / 2 where that lies "
+                "inside the data's limits"
             )
-            assert torch.allclose(got_actions, actions, atol=1e-6), f"round {m}: actions = pi"
+            assert torch.allclose(rows[~inside[:, 1:]], clamped[:, 1:][~inside[:, 1:]], atol=1e-4), (
+                f"round {m}: an average outside the data's limits is clamped to the nearest limit"
+            )
+            assert inside[:, 1:].any() and (~inside[:, 1:]).any(), "the test must see both cases"
+            assert torch.allclose(actions, policy(states), atol=1e-6), f"round {m}: a = pi(s)"
+            before, before_actions = states, actions
 
     def test_injected_states_stay_in_the_data_range(self):
         """As the authors' unnormaliser clips: after averaging, states lie in the data's [min, max]
         even where the dynamics rollout left it (here it is pushed far outside)."""
-        s0, dm = torch.randn(12, S_DIM), StubDiffusion()
-        far = type("Far", (), {"predict": staticmethod(lambda s, a: s + 60.0)})()
+        s0, dm = real_s0(12), StubDiffusion()
+        far = type("Far", (), {"predict": staticmethod(lambda s, a: s + 1e3)})()
         states, _ = D.dydiff_rollout(s0, policy, far, dm, 8, 1)
-        lo, hi = states[:, 1:].min().item(), states[:, 1:].max().item()
-        assert lo >= -3 - 1e-5 and hi <= 3 + 1e-5, (
-            f"injected states are clipped to the DM's limits [-3, 3]: got [{lo:.2f}, {hi:.2f}]"
+        lo, hi = dm.norm.shift - dm.norm.scale, dm.norm.shift + dm.norm.scale
+        inside = ((states[:, 1:] >= lo[:S_DIM]) & (states[:, 1:] <= hi[:S_DIM])).all()
+        assert inside, (
+            f"injected states are clipped to the DM's limits {lo[:S_DIM].tolist()} .. "
+            f"{hi[:S_DIM].tolist()}: got {states[:, 1:].amin((0, 1)).tolist()} .. "
+            f"{states[:, 1:].amax((0, 1)).tolist()}"
         )
         assert torch.equal(states[:, 0], s0), "row 0 is the real s0"
         raw, _ = D.dydiff_rollout(s0, policy, far, dm, 8, 0)
-        assert (raw[:, 1:] > 3).any(), "without injection nothing clips: the test can fail"
+        assert (raw[:, 1:] > hi[:S_DIM]).any(), "without injection nothing clips: the test can fail"
 
-    def test_clip_to_data_puts_the_real_s0_back_and_clips_the_rest(self):
-        """Row 0 becomes exactly s0 (the DM's sample rounds it); rows 1+ are clipped per state
-        dimension to [shift - scale, shift + scale] of the limits normaliser (the action dims of
-        the normaliser are ignored)."""
-        norm = limits([-1.0, 0.0, -5.0], [1.0, 2.0, 5.0])
-        s0 = torch.randn(10, S_DIM)
-        states = torch.randn(10, 6, S_DIM) * 3
+    @settings(derandomize=True, max_examples=30, deadline=None)
+    @given(center=st.lists(st.floats(-1000, 1000), min_size=2, max_size=2),
+           half=st.lists(st.floats(0.01, 100), min_size=2, max_size=2),
+           spread=st.floats(0.1, 4), seed=st.integers(0, 100))  # fmt: skip
+    def test_clip_to_data_property(self, center, half, spread, seed):
+        """For any limits and states: row 0 becomes exactly s0; rows 1.. lie inside [shift - scale,
+        shift + scale] of the normaliser's state dimensions (its action dimension, far wider here,
+        is not used); a state inside is unchanged, one outside moves to the nearest limit."""
+        gen = torch.Generator().manual_seed(seed)
+        norm = limits([c - h for c, h in zip(center, half)] + [-1e4],
+                      [c + h for c, h in zip(center, half)] + [1e4])  # fmt: skip
+        c, h = torch.tensor(center), torch.tensor(half)
+        states = c + spread * h * torch.randn(5, 6, S_DIM, generator=gen)
+        s0 = c + 3 * h * torch.randn(5, S_DIM, generator=gen)
         out = D.clip_to_data(states, s0, norm)
-        assert out.shape == states.shape and torch.equal(out[:, 0], s0), "row 0: exactly s0"
-        expected = torch.stack([states[:, 1:, 0].clamp(-1, 1), states[:, 1:, 1].clamp(0, 2)], -1)
-        err = (out[:, 1:] - expected).abs().max().item()
-        assert err == 0, f"rows 1+: clipped to [-1, 1] and [0, 2] per dimension; error {err:.3g}"
+        assert out.shape == states.shape, f"shape [N, H, S] kept: {tuple(out.shape)}"
+        assert torch.equal(out[:, 0], s0), "row 0 is exactly the real s0 (even outside the limits)"
+        lo, hi = (norm.shift - norm.scale)[:S_DIM], (norm.shift + norm.scale)[:S_DIM]
+        rows, given_rows = out[:, 1:], states[:, 1:]
+        assert ((rows >= lo) & (rows <= hi)).all(), (
+            f"rows 1.. inside the state limits {lo.tolist()} .. {hi.tolist()}: got "
+            f"{rows.amin((0, 1)).tolist()} .. {rows.amax((0, 1)).tolist()}"
+        )
+        inside = (given_rows >= lo) & (given_rows <= hi)
+        assert torch.equal(rows[inside], given_rows[inside]), "a state inside the limits is unchanged"
+        nearest = torch.where(given_rows < lo, lo, hi).expand_as(rows)
+        assert torch.equal(rows[~inside], nearest[~inside]), "outside: moved to the nearest limit"
 
     @pytest.mark.parametrize("mode", ["hardmax", "softmax"])
     @pytest.mark.parametrize("n,keep", [(10, 0.6), (1000, 0.3), (1000, 1.0), (7, 0.01)])
@@ -1329,6 +1370,26 @@ class TestRolloutAndFilter:
             f"hardmax keeps the top 40% by return: worst kept {returns[kept].min():.3f} < best "
             f"dropped {returns[~kept].max():.3f}"
         )
+
+    @settings(derandomize=True, max_examples=40, deadline=None)
+    @given(returns=st.lists(st.integers(-3, 3) | st.floats(-1e3, 1e3), min_size=1, max_size=40),
+           keep=st.floats(0.01, 1.0))  # fmt: skip
+    def test_hardmax_is_the_top_k_property(self, returns, keep):
+        """For any returns (ties included) and keep_ratio: hardmax keeps k = max(1, round(keep_ratio
+        N)) distinct trajectories, none worse than any it drops."""
+        r = torch.tensor(returns, dtype=torch.float32)
+        idx = D.filter_trajectories(r, keep, "hardmax")
+        k = max(1, round(keep * len(r)))
+        assert len(idx) == k and len(set(idx.tolist())) == k, (
+            f"hardmax keeps k = max(1, round({keep:.3f} x {len(r)})) = {k} distinct, got {idx.tolist()}"
+        )
+        kept = torch.zeros(len(r), dtype=torch.bool)
+        kept[idx] = True
+        if not kept.all():
+            assert r[kept].min() >= r[~kept].max(), (
+                f"hardmax keeps the top k: worst kept {r[kept].min():.3f} < best dropped "
+                f"{r[~kept].max():.3f}"
+            )
 
     def test_softmax_temperature_one_prefers_high_returns(self):
         returns = torch.randn(1000)
@@ -1525,6 +1586,46 @@ class TestTraining:
         cfg = tiny_cfg(model_epoch_steps=20, model_max_epochs=2)
         with pytest.raises(ValueError, match="too few"):
             D.train_dynamics(data, cfg)
+
+    def test_holdout_rows_are_never_trained_on(self):
+        """fit_with_holdout holds out min(int(N holdout_ratio), max_holdout) rows, chosen at
+        random: every training batch of every member comes from the other rows, and the errors
+        it returns are measured on the held-out ones. Row i's input carries i, so a row shows."""
+        n = 200
+        x = torch.cat([torch.arange(n, dtype=torch.float32)[:, None] * 20 + 100,
+                       torch.randn(n, S_DIM + A_DIM - 1)], 1)  # fmt: skip
+        y = torch.randn(n, S_DIM)
+        model = D.EnsembleDynamics(S_DIM, A_DIM, n_members=3, n_elites=2, hidden=8)
+        model.input_norm.fit_zscore(x)
+        trained, held = set(), []
+        loss, errors = model.loss, model.errors
+
+        def record_loss(sa, delta):
+            trained.update(sa[..., 0].sub(100).div(20).round().long().flatten().tolist())
+            return loss(sa, delta)
+
+        def record_errors(sa, delta):
+            held.append(set(sa[..., 0].sub(100).div(20).round().long().flatten().tolist()))
+            return errors(sa, delta)
+
+        model.loss, model.errors = record_loss, record_errors
+        for ratio, most in ((0.2, 5000), (0.3, 25)):
+            trained.clear(), held.clear()
+            cfg = tiny_cfg(holdout_ratio=ratio, max_holdout=most, model_epoch_steps=5,
+                           model_max_epochs=2, model_batch_size=64)  # fmt: skip
+            D.fit_with_holdout(model, x, y, cfg)
+            want = min(int(n * ratio), most)
+            assert held and all(h == held[0] for h in held), "one holdout set, checked every epoch"
+            assert len(held[0]) == want, (
+                f"holdout_ratio {ratio}, max_holdout {most}: {want} rows held out, got {len(held[0])}"
+            )
+            assert not trained & held[0], (
+                f"held-out rows are never trained on: {len(trained & held[0])} of them were in "
+                "training batches"
+            )
+            assert held[0] != set(range(n - want, n)) and held[0] != set(range(want)), (
+                "the holdout rows are drawn at random, not the first or last rows"
+            )
 
     def test_holdout_early_stopping_restores_best_weights(self):
         """fit_with_holdout returns the holdout errors of the weights it leaves in the model."""
