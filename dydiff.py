@@ -338,9 +338,9 @@ class GaussianDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Ancestral sampling with the EMA copy -> x [B, H, D]. x starts as N(0, 1) noise; for t =
-        K-1, .., 0: ema(x, t) predicts x0 (or eps, then x0 from it), clamped to [-1, 1]; x = post_c0
-        x0 + post_ct x, plus post_std N(0, 1) noise if t > 0 (DDPM eq. 7). Where mask [H, D] is True
-        x is set to values [B, H, D] (normalised) before the first call and after every step."""
+        K-1, .., 0: ema(x, t [B]) predicts x0 (or eps, then x0 from it), clamped to [-1, 1]; then
+        x = post_c0 x0 + post_ct x, plus post_std N(0, 1) noise if t > 0 (DDPM eq. 7). Where mask
+        [H, D] is True, x is values [B, H, D] (normalised) before the first call and after each."""
         x = torch.where(mask, values, torch.randn_like(values))
         for t in reversed(range(self.n_steps)):
             tt = torch.full((len(x),), t, device=x.device)
@@ -581,10 +581,10 @@ class TD3BC(Saved):
 def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: int):
     """Raw s0 [N, S] -> states [N, H, S], actions [N, H, A]; policy: states [..., S] -> [..., A].
     First a rollout of dynamics.predict: a_i = pi(s_i), s_{i+1} = f(s_i, a_i). Then M = iterations
-    rounds of policy injection, as the authors' code does them: the states are AVERAGED with one
-    diffusion.sample_states(s0, actions) [N, H, S], put through clip_to_data(., s0, diffusion.norm),
-    and every action is pi(state) again. So s_{i+1} was sampled under the PREVIOUS round's actions
-    and averaged with another path (which can cut a wall's corner): it is not a simulator step."""
+    rounds of policy injection (no DM if M = 0), as the authors' code does them: the states are
+    AVERAGED with one diffusion.sample_states(s0, actions) [N, H, S], then clip_to_data(., s0,
+    diffusion.norm), and every action is pi(state) again. So s_{i+1} was sampled under the PREVIOUS
+    round's actions and averaged with another path (it may cut a wall's corner): not a real step."""
     states, actions = [s0], []
     for _ in range(horizon - 1):
         actions.append(policy(states[-1]))
@@ -625,10 +625,10 @@ def filter_trajectories(returns: torch.Tensor, keep_ratio: float, mode: str = "h
 def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, terminal_fn=None):
     """One round: dydiff_rollout from s0 [N, S], rewards, terminals, filter_trajectories. Each
     trajectory gives H - 1 transitions (s_i, a_i, r_i = reward_model.predict(s_i, a_i), s_{i+1},
-    done_i = terminal_fn(s_{i+1}) or False); those after its first terminal are dropped and left
-    out of its return, sum r_i (departure 7). -> the kept ones {states [T, S], actions, rewards [T],
-    next_states, dones [T]} and stats: kept_trajectories, kept_transitions, return_kept and
-    return_all (means), fallen_kept and fallen_all (shares that reach a terminal)."""
+    done_i), done_i = terminal_fn(next states [M, S]) or False; those after its first terminal are
+    dropped and left out of its return, sum r_i (departure 7). -> the kept ones in step order
+    {states [T, S], actions, rewards [T], next_states, dones [T] (float)} and stats: counts
+    kept_trajectories, kept_transitions; means return_kept, return_all, fallen_kept, fallen_all."""
     states, actions = dydiff_rollout(s0, policy, dynamics, diffusion, cfg.horizon, cfg.iterations)
     s, a, s2 = states[:, :-1], actions[:, :-1], states[:, 1:]
     rewards = reward_model.predict(s, a)  # [N, H-1]

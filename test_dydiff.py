@@ -12,9 +12,11 @@ fit_with_holdout, DyDiffTrainer: the whole loop).
 A component's tests stub what it calls, so a function left blank elsewhere fails only its own
 component's tests and TestTraining's. Expected values come from properties or are worked out by
 hand, never from a second implementation, so a teacher can blank a function
-(scripts/make_assignment.py) and these tests grade a student's version. Imports: torch, numpy,
-pytest, the standard library and dydiff only. The driver's, the scripts' and the benchmarks' tests
-are in tests/. CPU only, tiny models and data.
+(scripts/make_assignment.py) and these tests grade a student's version. Where units matter the
+data is far from unit scale (x 20 + 100); rules for all inputs are hypothesis properties, with
+derandomize=True so every run tries the same examples. Imports: torch, numpy, pytest, hypothesis,
+the standard library and dydiff only. The driver's, the scripts' and the benchmarks' tests are in
+tests/. CPU only, tiny models and data.
 """
 
 import copy
@@ -657,6 +659,7 @@ class TestDiffusion:
             for i, xt in enumerate(dm.ema.inputs):  # every denoiser input is inpainted too
                 assert torch.equal(xt[:, mask], values[:, mask]), (
                     f"sampling call {i}: the fixed entries must hold their values in the input"
+                    + (" (inpainted before the first call too, not only after steps)" if i == 0 else "")
                 )
             steps = [int(t[0]) for t in dm.ema.steps]
             assert steps == list(reversed(range(dm.n_steps))), f"t = K-1 down to 0: {steps}"
