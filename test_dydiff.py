@@ -407,7 +407,8 @@ class TestData:
         for n in sizes:
             ids = torch.arange(total, total + n, dtype=torch.float32)
             buf.add(dict(states=torch.stack([ids, -ids], 1) * 20 + 100, actions=ids[:, None] / 100,
-                         rewards=ids[:, None] if column else ids, next_states=torch.stack([ids, ids], 1),
+                         rewards=ids[:, None] if column else ids,
+                         next_states=torch.stack([ids, ids], 1),
                          dones=(ids % 2)[:, None]))  # fmt: skip
             total += n
             held = buf.data["rewards"][: buf.size, 0]
@@ -415,11 +416,11 @@ class TestData:
                 f"size = min(rows added, capacity) = {min(total, capacity)}, got {buf.size}"
             )
             assert sorted(held.tolist()) == list(range(max(0, total - capacity), total)), (
-                f"FIFO: after {total} rows into {capacity}, the newest {min(total, capacity)} stay; "
-                f"held {sorted(held.tolist())}"
+                f"FIFO: after {total} rows into {capacity}, the newest {min(total, capacity)} "
+                f"stay; held {sorted(held.tolist())}"
             )
-            rows = buf.data
-            whole = torch.equal(rows["states"][: buf.size], torch.stack([held, -held], 1) * 20 + 100)
+            rows, states = buf.data, torch.stack([held, -held], 1) * 20 + 100
+            whole = torch.equal(rows["states"][: buf.size], states)
             whole &= torch.equal(rows["actions"][: buf.size, 0], held / 100)
             whole &= torch.equal(rows["next_states"][: buf.size, 0], held)
             whole &= torch.equal(rows["dones"][: buf.size, 0], held % 2)
@@ -465,22 +466,24 @@ class TestData:
         spread = 10 ** torch.tensor(log_scale, dtype=torch.float64)
         x64 = torch.randn(64, 3, generator=gen, dtype=torch.float64) * spread + torch.tensor(shift)
         x = x64.float()
-        tol = 1e-5 * (1 + torch.tensor(shift).abs() / spread).float()  # float32 rounding of x
+        tol = 4e-5 * (1 + torch.tensor(shift).abs() / spread).float()  # float32 rounding of x
         lim = D.Normalizer(3).fit_limits(x)
         y = lim(x)
-        assert (y.min(0).values + 1).abs().le(tol * 4).all(), f"limits: min -> -1: {y.min(0).values}"
-        assert (y.max(0).values - 1).abs().le(tol * 4).all(), f"limits: max -> +1: {y.max(0).values}"
-        assert ((lim.unnormalize(y) - x).abs() <= tol * spread.float() * 4).all(), "limits: round trip"
+        assert ((y.min(0).values + 1).abs() <= tol).all(), f"limits: min -> -1: {y.min(0).values}"
+        assert ((y.max(0).values - 1).abs() <= tol).all(), f"limits: max -> +1: {y.max(0).values}"
+        back = lim.unnormalize(y)
+        assert ((back - x).abs() <= tol * spread.float()).all(), "limits: unnormalize inverts"
         zs = D.Normalizer(3).fit_zscore(x)
         z = zs(x)
         std = x64.std(0)
         want = (std / (std + 1e-3)).float()
-        assert (z.mean(0).abs() <= tol * 4).all(), f"z-score: mean 0 per dimension, got {z.mean(0)}"
+        assert (z.mean(0).abs() <= tol).all(), f"z-score: mean 0 per dimension, got {z.mean(0)}"
         assert ((z.std(0) - want).abs() <= 1e-3).all(), (
             f"z-score: scale = std + 1e-3 per dimension, so z has std {want.tolist()}, got "
             f"{z.std(0).tolist()}"
         )
-        assert ((zs.unnormalize(z) - x).abs() <= tol * spread.float() * 4).all(), "z-score: round trip"
+        back = zs.unnormalize(z)
+        assert ((back - x).abs() <= tol * spread.float()).all(), "z-score: unnormalize inverts"
 
     def test_data_that_keeps_the_contract_passes(self):
         D.check_data(contract_data())  # no error
@@ -657,9 +660,9 @@ class TestDiffusion:
                 f"{len(dm.ema.inputs)} calls of the EMA copy"
             )
             for i, xt in enumerate(dm.ema.inputs):  # every denoiser input is inpainted too
+                first = " (before the first call too, not only after steps)" if i == 0 else ""
                 assert torch.equal(xt[:, mask], values[:, mask]), (
-                    f"sampling call {i}: the fixed entries must hold their values in the input"
-                    + (" (inpainted before the first call too, not only after steps)" if i == 0 else "")
+                    f"sampling call {i}: the fixed entries hold their values in the input{first}"
                 )
             steps = [int(t[0]) for t in dm.ema.steps]
             assert steps == list(reversed(range(dm.n_steps))), f"t = K-1 down to 0: {steps}"
@@ -794,8 +797,8 @@ class TestDynamicsAndReward:
         out["mean_logvar"] = (delta + 1, torch.zeros_like(delta))  # error 1 per entry, 2 members
         nll = model.loss(sa, delta).item() - got
         assert nll == pytest.approx(2.0, rel=1e-4), (
-            f"NLL: mean over batch and state of (mean - delta)^2 exp(-logvar) + logvar, summed over "
-            f"the 2 members: 2.0 for error 1 and logvar 0, got {nll:.4f}"
+            f"NLL: mean over batch and state of (mean - delta)^2 exp(-logvar) + logvar, summed "
+            f"over the 2 members: 2.0 for error 1 and logvar 0, got {nll:.4f}"
         )
 
     def test_predict_uses_only_elites(self):
@@ -996,7 +999,7 @@ class TestTD3BC:
         d critic_loss / dw = -2 mean(y) for each and critic_loss = 2 mean(y^2)."""
         batch = one_step_batch(32)
         agent = D.TD3BC(2, 1, D.Normalizer(2), tiny_cfg(policy_freq=1000))
-        agent.q1, agent.q2 = Fn(lambda sa: torch.zeros(len(sa), 1)), Fn(lambda sa: torch.zeros(len(sa), 1))
+        agent.q1, agent.q2 = (Fn(lambda sa: torch.zeros(len(sa), 1)) for _ in range(2))
         y = torch.linspace(-1, 3, 64)[:, None]
         calls = []
         monkeypatch.setattr(agent, "critic_target", lambda b: calls.append(b) or y.clone())
@@ -1302,7 +1305,8 @@ class TestRolloutAndFilter:
                 f"round {m}: states = (states before the round + DM sample) / 2 where that lies "
                 "inside the data's limits"
             )
-            assert torch.allclose(rows[~inside[:, 1:]], clamped[:, 1:][~inside[:, 1:]], atol=1e-4), (
+            outside = ~inside[:, 1:]
+            assert torch.allclose(rows[outside], clamped[:, 1:][outside], atol=1e-4), (
                 f"round {m}: an average outside the data's limits is clamped to the nearest limit"
             )
             assert inside[:, 1:].any() and (~inside[:, 1:]).any(), "the test must see both cases"
@@ -1350,7 +1354,7 @@ class TestRolloutAndFilter:
             f"{rows.amin((0, 1)).tolist()} .. {rows.amax((0, 1)).tolist()}"
         )
         inside = (given_rows >= lo) & (given_rows <= hi)
-        assert torch.equal(rows[inside], given_rows[inside]), "a state inside the limits is unchanged"
+        assert torch.equal(rows[inside], given_rows[inside]), "a state inside stays unchanged"
         nearest = torch.where(given_rows < lo, lo, hi).expand_as(rows)
         assert torch.equal(rows[~inside], nearest[~inside]), "outside: moved to the nearest limit"
 
@@ -1384,7 +1388,8 @@ class TestRolloutAndFilter:
         idx = D.filter_trajectories(r, keep, "hardmax")
         k = max(1, round(keep * len(r)))
         assert len(idx) == k and len(set(idx.tolist())) == k, (
-            f"hardmax keeps k = max(1, round({keep:.3f} x {len(r)})) = {k} distinct, got {idx.tolist()}"
+            f"hardmax keeps k = max(1, round({keep:.3f} x {len(r)})) = {k} distinct, got "
+            f"{idx.tolist()}"
         )
         kept = torch.zeros(len(r), dtype=torch.bool)
         kept[idx] = True
@@ -1620,7 +1625,8 @@ class TestTraining:
             want = min(int(n * ratio), most)
             assert held and all(h == held[0] for h in held), "one holdout set, checked every epoch"
             assert len(held[0]) == want, (
-                f"holdout_ratio {ratio}, max_holdout {most}: {want} rows held out, got {len(held[0])}"
+                f"holdout_ratio {ratio}, max_holdout {most}: {want} rows held out, got "
+                f"{len(held[0])}"
             )
             assert not trained & held[0], (
                 f"held-out rows are never trained on: {len(trained & held[0])} of them were in "
