@@ -78,7 +78,7 @@ class Config:
 class Normalizer(nn.Module):
     """x -> (x - shift) / scale per dimension, and back (buffers: a state_dict carries them).
     fit_zscore(x [N, D]), for the learner and the model inputs: shift = each dimension's mean over
-    the rows, scale = its std + 1e-3 (TD3+BC's eps). fit_limits, the DM's: [min, max] to [-1, 1]."""
+    the rows, scale = its std (unbiased) + 1e-3, TD3+BC's eps. fit_limits: [min, max] to [-1, 1]."""
 
     def __init__(self, dim: int):
         super().__init__()
