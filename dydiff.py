@@ -1,12 +1,11 @@
 """DyDiff: long-horizon rollout via dynamics diffusion for offline RL, in one readable module.
 
-Zhao et al., arXiv 2405.19189. A diffusion model (DM) learns windows of H consecutive (state, action)
-rows of the offline data, so on its own it imagines the data's behaviour policy. DyDiff injects the
-learning policy: a single-step dynamics model makes a policy-consistent first rollout, then M times
-the DM resamples the states with the first state and all actions fixed (inpainting) and every action
-is recomputed as pi(state). A reward model keeps the best trajectories; TD3+BC trains on a mix of real
-and synthetic transitions. The sections (1. Config ... 8. Checking a Config) follow the algorithm; a
-comment "departure N" marks each place that departs from the authors' code (listed in README.md).
+Zhao et al., arXiv 2405.19189. A diffusion model (DM) learns windows of H consecutive (state,
+action) rows of the data: alone, it imagines the data's behaviour policy. DyDiff injects the
+learning policy: a one-step dynamics model makes a first rollout, then M times the DM resamples the
+states with the first state and all actions fixed (inpainting), and each action is recomputed as
+pi(state). A reward model keeps the best trajectories; TD3+BC learns from real and synthetic
+transitions. Sections follow the algorithm; "departure N" marks a change from the authors' code.
 torch and numpy only: environments, datasets and files live in train_offline.py.
 """
 
@@ -80,9 +79,9 @@ class Config:
 
 # ---- 2. Data --------------------------------------------------------------------------------------
 class Normalizer(nn.Module):
-    """x -> (x - shift) / scale and back; buffers, so a model's state_dict carries its normaliser.
-    fit_zscore: TD3+BC's (eps 1e-3), for the learner and the model inputs. fit_limits: min and max
-    to [-1, 1], the authors' "limits" normaliser of the DM."""
+    """x -> (x - shift) / scale per dimension, and back (buffers: a state_dict carries them).
+    fit_zscore(x [N, D]), for the learner and the model inputs: shift = each dimension's mean over
+    the rows, scale = its std (unbiased) + 1e-3, TD3+BC's eps. fit_limits: [min, max] to [-1, 1]."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -108,8 +107,7 @@ class Normalizer(nn.Module):
 
 
 class ReplayBuffer:
-    """Transitions in tensors on the device: the real data (filled once) and the synthetic data
-    (FIFO: once full, the oldest rows are overwritten)."""
+    """Transitions in tensors on the device: the real data (filled once) and the synthetic data."""
 
     def __init__(self, state_dim: int, action_dim: int, capacity: int, device: str):
         dims = dict(states=state_dim, actions=action_dim, rewards=1, next_states=state_dim, dones=1)
@@ -117,6 +115,9 @@ class ReplayBuffer:
         self.capacity, self.size, self.pos = capacity, 0, 0
 
     def add(self, batch: dict[str, torch.Tensor]) -> None:
+        """Write a batch {states [n, S], actions [n, A], rewards [n] or [n, 1], next_states, dones}
+        from row pos on, wrapping round (FIFO: the oldest rows are overwritten; of a batch larger
+        than the buffer only its newest rows stay); pos moves on, size grows up to capacity."""
         n = min(len(batch["states"]), self.capacity)  # (of a larger batch, the newest rows)
         idx = (self.pos + torch.arange(n)) % self.capacity
         for k, v in self.data.items():
@@ -138,8 +139,9 @@ class ReplayBuffer:
 
 
 def sample_mixed(real: ReplayBuffer, synthetic: ReplayBuffer, n: int, real_ratio: float):
-    """A batch with real_ratio real rows and the rest synthetic; all real until the synthetic buffer
-    holds a batch (departure 8: the authors' warm-up ends at one batch's synthetic share, 102 rows)."""
+    """A batch {key: [n, .]}: round(n * real_ratio) rows drawn at random from `real`, the rest from
+    `synthetic`. All n are real while the synthetic buffer holds fewer than n rows (departure 8:
+    the authors' warm-up ends at one batch's synthetic share, 102 rows)."""
     if synthetic.size < n or real_ratio == 1:
         return real.sample(n)
     n_real = round(n * real_ratio)
@@ -148,9 +150,9 @@ def sample_mixed(real: ReplayBuffer, synthetic: ReplayBuffer, n: int, real_ratio
 
 
 def window_starts(episode_ids: np.ndarray, horizon: int) -> np.ndarray:
-    """Start rows of every window of `horizon` consecutive rows inside one episode (stride 1): rows
-    i and i + horizon - 1 share an episode id. Episodes shorter than the horizon give none
-    (departure 5: the authors pad them). Windows are gathered per batch, never materialised."""
+    """Start rows i (int64, ascending) of every window of `horizon` consecutive rows inside one
+    episode, stride 1: as episode_ids [N] keeps each episode's rows together, the rows i and
+    i + horizon - 1 share an id. A shorter episode gives none (departure 5: the authors pad it)."""
     ids = np.asarray(episode_ids)
     if len(ids) < horizon:
         return np.zeros(0, dtype=np.int64)
@@ -200,8 +202,7 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class MLPDenoiser(nn.Module):
-    """Residual MLP over the flattened window [B, H*D]; our default, ~5x faster than the U-Net on a
-    CPU (departure 2). The authors use the U-Net below."""
+    """Residual MLP over the flattened window [B, H*D], ~5x faster on a CPU (departure 2)."""
 
     def __init__(self, horizon: int, transition_dim: int, width: int = 512, n_blocks: int = 4):
         super().__init__()
@@ -248,9 +249,8 @@ class ResidualTemporalBlock(nn.Module):
 
 
 class TemporalUnet(nn.Module):
-    """Diffuser's temporal U-Net (Janner et al. 2022): 1-D convolutions over the horizon. Each
-    level has two residual blocks and halves the horizon (except the last), so the horizon must be
-    divisible by 2 ** (levels - 1). Authors: dim 128, dim_mults (1, 4, 8), ~59M parameters."""
+    """Diffuser's temporal U-Net (Janner et al. 2022), the authors': dim 128, dim_mults (1, 4, 8).
+    Each level but the last halves the horizon, which 2 ** (levels - 1) must divide."""
 
     def __init__(self, horizon: int, transition_dim: int, dim: int = 32, dim_mults=(1, 2, 4)):
         super().__init__()
@@ -298,11 +298,8 @@ def cosine_betas(n_steps: int, s: float = 0.008) -> torch.Tensor:
 
 
 class GaussianDiffusion(nn.Module):
-    """DDPM over windows x: [B, H, D] in [-1, 1], conditioned by inpainting. Departure 1: the
-    authors use EDM with a stochastic Heun sampler (34 steps); DDPM with a cosine schedule and few
-    ancestral steps is cheap on a CPU. Conditioning follows their code: a boolean mask [H, D] marks
-    fixed entries (row 0's state; every action), overwritten with their values on the noisy input
-    during training and after every sampling step: the model learns p(s_1.. | s_0, a_0..a_{H-1})."""
+    """DDPM over windows x: [B, H, D] in [-1, 1], conditioned by inpainting as the authors' code is.
+    Departure 1: they use EDM with a 34-step stochastic Heun sampler; DDPM is cheap on a CPU."""
 
     def __init__(self, denoiser: nn.Module, horizon: int, transition_dim: int, n_steps: int = 20,
                  predict_epsilon: bool = False, ema_decay: float = 0.995):  # fmt: skip
@@ -323,7 +320,10 @@ class GaussianDiffusion(nn.Module):
         self.register_buffer("post_std", (betas * (1 - ab_prev) / (1 - ab)).sqrt())
 
     def loss(self, x0: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Denoising loss on the free (unmasked) entries. x0: [B, H, D] normalised, mask: [H, D]."""
+        """Scalar loss for clean windows x0 [B, H, D] (normalised), mask [H, D] (True: fixed). Per
+        window t ~ U{0, .., K-1}; x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, eps ~ N(0, 1), with the
+        fixed entries set to x0 (inpainting); one call denoiser(x_t, t); the target is eps if
+        predict_epsilon, else x0; the squared error is averaged over the free entries only."""
         t = torch.randint(0, self.n_steps, (len(x0),), device=x0.device)
         noise = torch.randn_like(x0)
         xt = self.sqrt_ab[t, None, None] * x0 + self.sqrt_1m_ab[t, None, None] * noise
@@ -334,13 +334,16 @@ class GaussianDiffusion(nn.Module):
 
     @torch.no_grad()
     def update_ema(self) -> None:
+        """Each EMA parameter <- ema + (1 - ema_decay) (online - ema); the online denoiser stays."""
         for p_ema, p in zip(self.ema.parameters(), self.denoiser.parameters()):
             p_ema.lerp_(p, 1 - self.ema_decay)
 
     @torch.no_grad()
     def sample(self, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Ancestral DDPM sampling from noise; entries where mask [H, D] is True are set to values
-        [B, H, D] (normalised; only masked entries are read) after every step."""
+        """Ancestral sampling with the EMA copy -> x [B, H, D]. x starts as N(0, 1) noise; for t =
+        K-1, .., 0: ema(x, t [B]) predicts x0 (or eps, then x0 from it), clamped to [-1, 1]; then
+        x = post_c0 x0 + post_ct x, plus post_std N(0, 1) noise if t > 0 (DDPM eq. 7). Where mask
+        [H, D] is True, x is values [B, H, D] (normalised) before the first call and after each."""
         x = torch.where(mask, values, torch.randn_like(values))
         for t in reversed(range(self.n_steps)):
             tt = torch.full((len(x),), t, device=x.device)
@@ -353,7 +356,7 @@ class GaussianDiffusion(nn.Module):
         return x
 
     def condition_mask(self, state_dim: int) -> torch.Tensor:
-        """[H, D] mask of the entries DyDiff fixes: the first state and every action."""
+        """Boolean [H, D], True where DyDiff fixes x: row 0's state (:state_dim), every action."""
         mask = torch.zeros(self.horizon, self.transition_dim, dtype=torch.bool)
         mask[0, :state_dim] = mask[:, state_dim:] = True
         return mask.to(self.sqrt_ab.device)
@@ -393,8 +396,7 @@ class EnsembleLinear(nn.Module):
 
 
 class EnsembleMLP(nn.Sequential):
-    """An ensemble of MLPs with `n_layers` hidden layers: the dynamics ensemble, and the reward
-    model as an ensemble of one (so both train with the same fit_with_holdout)."""
+    """An ensemble of MLPs, `n_layers` hidden layers (the reward model is an ensemble of one)."""
 
     def __init__(self, n_members: int, d_in: int, d_out: int, hidden: int, n_layers: int, act):
         layers, width = [], d_in
@@ -406,10 +408,8 @@ class EnsembleMLP(nn.Sequential):
 
 
 class EnsembleDynamics(nn.Module):
-    """Probabilistic ensemble s, a -> N(s' - s; mean, var) (MBPO; OfflineRL-Kit's layout). Inputs
-    are z-scored (s, a); the target is the state change, in raw units. The log-variance is
-    soft-clamped between learnable bounds (initially 0.5 and -10) so it cannot run off in training.
-    Departure 6: the authors' targets are in z units and their bounds are fixed."""
+    """MBPO's probabilistic ensemble: z-scored (s, a) -> N(mean, var) of s' - s in raw units; the
+    log-variance is soft-clamped into learnable bounds (departure 6: the authors' are fixed)."""
 
     weight_decay = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)  # per layer, MBPO's values
 
@@ -429,7 +429,9 @@ class EnsembleDynamics(nn.Module):
         return mean, logvar
 
     def loss(self, sa: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-        """Gaussian NLL + bound regulariser + per-layer weight decay; sa, delta: [E, B, .]."""
+        """Scalar loss for raw sa [E, B, S + A], delta = s' - s [E, B, S]: Gaussian NLL, the mean
+        over B and S of (mean - delta)^2 exp(-logvar) + logvar, summed over members; + 0.01
+        sum(max_logvar - min_logvar); + sum over the 5 layers of weight_decay[i] / 2 ||W_i||^2."""
         mean, logvar = self(sa)
         nll = (((mean - delta) ** 2) * torch.exp(-logvar) + logvar).mean((1, 2)).sum()
         bounds = 0.01 * (self.max_logvar.sum() - self.min_logvar.sum())
@@ -452,8 +454,8 @@ class EnsembleDynamics(nn.Module):
 
     @torch.no_grad()
     def predict(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Next states [B, S]: each row uses the mean of one elite picked at random, as DyDiff does
-        (deterministic; the Gaussian's variance serves training only)."""
+        """Next states [B, S] for raw states [B, S], actions [B, A]: each row is s + the mean change
+        of one elite (self.elites) drawn at random per row; the variance serves training only."""
         sa = torch.cat([states, actions], -1)
         mean, _ = self(sa.expand(self.net.n_members, *sa.shape))  # all members, one matmul
         pick = self.elites[torch.randint(len(self.elites), (len(sa),), device=sa.device)]
@@ -496,8 +498,7 @@ def build_reward_model(cfg: Config, state_dim: int, action_dim: int) -> RewardMo
 
 # ---- 5. TD3+BC ------------------------------------------------------------------------------------
 class Saved:
-    """A checkpoint (for --resume) of the attributes named in the subclass's tuple `saved`:
-    networks, optimisers and buffers by their own state_dict, plain values as they are."""
+    """A checkpoint (for --resume) of the attributes named in `saved`, by state_dict where any."""
 
     def state_dict(self) -> dict:
         values = {name: getattr(self, name) for name in self.saved}
@@ -518,11 +519,8 @@ def mlp(d_in: int, d_out: int, hidden: int = 256) -> nn.Sequential:
 
 
 class TD3BC(Saved):
-    """TD3+BC (Fujimoto & Gu 2021), canonical and laid out like their code: deterministic tanh
-    actor, twin critics, target policy smoothing, delayed actor and target updates, actor loss
-    -lambda Q1(s, pi(s)) + ||pi(s) - a||^2 with lambda = alpha / mean|Q1|. States are z-scored
-    with the dataset's statistics; actions are assumed to lie in [-1, 1]. Departure 3: the
-    authors' DyDiff+TD3BC has a tanh-Gaussian actor and halves the critic and BC losses."""
+    """TD3+BC (Fujimoto & Gu 2021), laid out like their code; state_norm z-scores raw states.
+    Departure 3: the authors' actor is tanh-Gaussian, and they halve the critic and BC losses."""
 
     saved = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target", "actor_opt",
              "critic_opt", "state_norm", "n_updates")  # fmt: skip
@@ -541,10 +539,10 @@ class TD3BC(Saved):
 
     @torch.no_grad()
     def critic_target(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """TD3's target y [B, 1] for a raw batch (rewards, next_states, dones [B, 1]; actions only
-        shape the noise): y = r + gamma (1 - done) min(Q1'(s', a'), Q2'(s', a')), where s' is
-        z-scored by state_norm and a' = clip(pi'(s') + clip(N(0, policy_noise), +-noise_clip),
-        -1, 1), pi', Q1', Q2' the target networks. It draws the noise: one randn_like(actions)."""
+        """TD3's target y [B, 1], no gradient, for a raw batch (rewards, dones [B, 1], next_states):
+        y = r + gamma (1 - done) min(Q1'(s', a'), Q2'(s', a')), s' = state_norm(next_states), and
+        a' = clip(pi'(s') + clip(policy_noise N(0, 1), +-noise_clip), -1, 1), with pi', Q1', Q2'
+        the target networks. Its one random draw is the noise, randn_like(batch["actions"])."""
         cfg, a = self.cfg, batch["actions"]
         s2 = self.state_norm(batch["next_states"])
         noise = (torch.randn_like(a) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip)
@@ -554,7 +552,11 @@ class TD3BC(Saved):
         return batch["rewards"] + cfg.gamma * (1 - batch["dones"]) * q2
 
     def update(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """One TD3+BC update on raw [B, .] tensors: states, actions, rewards, next_states, dones."""
+        """One update on a raw batch: critic_target's keys, states [B, S], actions [B, A]. With
+        s = state_norm(states), y = critic_target(batch) first: a critic step on mse(Q1(s, a), y) +
+        mse(Q2(s, a), y); n_updates += 1; if it is a multiple of policy_freq, an actor step on
+        -lambda mean Q1(s, pi(s)) + mse(pi(s), a), lambda = alpha / mean|Q1(s, pi(s))| detached,
+        then targets += tau (online - target). -> {"critic_loss"} (+ "actor_loss", "lambda")."""
         cfg, y = self.cfg, self.critic_target(batch)
         s, a = self.state_norm(batch["states"]), batch["actions"]
         sa = torch.cat([s, a], -1)
@@ -582,22 +584,19 @@ class TD3BC(Saved):
 
     @torch.no_grad()
     def act(self, states: torch.Tensor) -> torch.Tensor:
-        """Deterministic actions for raw states [..., S]."""
+        """Deterministic actions pi(state_norm(states)) [..., A] for raw states [..., S]."""
         return self.actor(self.state_norm(states))
-
 
 
 # ---- 6. DyDiff rollout: policy injection and reward filtering -------------------------------------
 @torch.no_grad()
 def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: int):
-    """Policy-consistent trajectories: s0 [N, S] -> states [N, H, S], actions [N, H, A]. Initial
-    rollout with the dynamics ensemble: a_i = pi(s_i), s_{i+1} = f(s_i, a_i). Then M = `iterations`
-    rounds of policy injection, as the authors' code does them: the DM resamples all states with s0
-    and the current actions inpainted (fresh noise each round), the new states are AVERAGED with the
-    old ones and clipped to the data's range, and every action is recomputed as pi(state) in one
-    batch. So a stored transition (s_i, a_i, s_{i+1}) has a_i = pi(s_i), but s_{i+1} was sampled
-    under the PREVIOUS round's actions and averaged with another path (an average of two paths is
-    no path: it can cut a wall's corner): it is not a simulator step."""
+    """Raw s0 [N, S] -> states [N, H, S], actions [N, H, A]; policy: states [..., S] -> [..., A].
+    First a rollout of dynamics.predict: a_i = pi(s_i), s_{i+1} = f(s_i, a_i). Then M = iterations
+    rounds of policy injection (no DM if M = 0), as the authors' code does them: the states are
+    AVERAGED with one diffusion.sample_states(s0, actions) [N, H, S], then clip_to_data(., s0,
+    diffusion.norm), and every action is pi(state) again. So s_{i+1} was sampled under the PREVIOUS
+    round's actions and averaged with another path (it may cut a wall's corner): not a real step."""
     states, actions = [s0], []
     for _ in range(horizon - 1):
         actions.append(policy(states[-1]))
@@ -612,9 +611,9 @@ def dydiff_rollout(s0, policy, dynamics, diffusion, horizon: int, iterations: in
 
 
 def clip_to_data(states: torch.Tensor, s0: torch.Tensor, norm: Normalizer) -> torch.Tensor:
-    """Injected states [N, H, S] inside the data's [min, max] (the limits the DM was fitted on),
-    as the authors' unnormaliser leaves them, with row 0 exactly the real s0. The limits cover the
-    terminal states (only next observations): without them no synthetic hopper falls (departure 10)."""
+    """States [N, H, S] with row 0 set to the real s0 [N, S] and rows 1.. clamped per state
+    dimension to [shift - scale, shift + scale] of norm, the DM's limits of (s, a): the data's
+    [min, max], next observations included, as terminal states are only there (departure 10)."""
     n_s = states.shape[-1]
     lo, hi = (norm.shift - norm.scale)[:n_s], (norm.shift + norm.scale)[:n_s]
     return torch.cat([s0[:, None], states[:, 1:].clamp(lo, hi)], 1)
@@ -622,10 +621,10 @@ def clip_to_data(states: torch.Tensor, s0: torch.Tensor, norm: Normalizer) -> to
 
 def filter_trajectories(returns: torch.Tensor, keep_ratio: float, mode: str = "hardmax",
                         temperature: float = 0.05) -> torch.Tensor:  # fmt: skip
-    """Indices of the trajectories to keep, by predicted return. hardmax: the top keep_ratio.
-    softmax, the authors' filter: keep_ratio of them drawn without replacement with probability
-    softmax(z / T) (1 - eps) + eps / N, z the standardised return, eps = 1e-6. At T = 0.05 only the
-    few best are above the floor eps / N; the rest is drawn almost uniformly (docs/details.md)."""
+    """Indices [k] of the kept trajectories, k = max(1, round(keep_ratio * N)), of returns [N].
+    hardmax: the k highest. softmax, the authors': k drawn without replacement with probability
+    softmax(z / T) (1 - eps) + eps / N, z the returns standardised (population std), eps = 1e-6. At
+    T = 0.05 few are above the floor eps / N; the rest is near uniform (docs/details.md)."""
     k = max(1, round(keep_ratio * len(returns)))
     if mode == "hardmax":  # exactly k (departure 7: theirs keeps ties at the quantile too)
         return returns.topk(k).indices
@@ -636,10 +635,12 @@ def filter_trajectories(returns: torch.Tensor, keep_ratio: float, mode: str = "h
 
 @torch.no_grad()
 def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, terminal_fn=None):
-    """One synthesis round: rollout, rewards, terminals, filtering. Returns the kept transitions
-    {"states": [T, S], ...} and statistics. A trajectory gives H - 1 transitions (s_i, a_i,
-    r(s_i, a_i), s_{i+1}, done_i); steps after its first terminal are dropped and not counted in
-    its return (departure 7: the authors rank by the reward of all H rows, terminals ignored)."""
+    """One round: dydiff_rollout from s0 [N, S], rewards, terminals, filter_trajectories. Each
+    trajectory gives H - 1 transitions (s_i, a_i, r_i = reward_model.predict(s_i, a_i), s_{i+1},
+    done_i), done_i = terminal_fn(next states [M, S]) or False; those after its first terminal are
+    dropped and left out of its return, sum r_i (departure 7). -> the kept ones in step order
+    {states [T, S], actions, rewards [T], next_states, dones [T] (float)} and stats: counts
+    kept_trajectories, kept_transitions; means return_kept, return_all, fallen_kept, fallen_all."""
     states, actions = dydiff_rollout(s0, policy, dynamics, diffusion, cfg.horizon, cfg.iterations)
     s, a, s2 = states[:, :-1], actions[:, :-1], states[:, 1:]
     rewards = reward_model.predict(s, a)  # [N, H-1]
@@ -675,10 +676,10 @@ def _inputs(data: dict[str, np.ndarray], device: str) -> tuple[torch.Tensor, ...
 def fit_with_holdout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Config,
                      log: Callable | None = None) -> torch.Tensor:  # fmt: skip
     """Train `model` (an ensemble with .loss and .errors on [E, B, .]) with holdout early stopping:
-    holdout_ratio of the rows (at most max_holdout) are held out; each member trains on its own
-    bootstrap resample; after every epoch of model_epoch_steps, training stops once model_patience
-    epochs bring no 1% gain in mean holdout MSE; the best weights return (MBPO keeps one snapshot
-    per member: departure 6). -> the holdout MSE per member, [E]."""
+    a random holdout_ratio of the rows (at most max_holdout) is held out, never trained on; each
+    member trains on its own bootstrap resample of the rest; after each epoch of model_epoch_steps,
+    training stops once model_patience epochs bring no 1% gain in mean holdout MSE; the best weights
+    return (MBPO keeps one snapshot per member: departure 6). -> the holdout MSE per member, [E]."""
     n_members = model.net.n_members
     perm = torch.randperm(len(x), device=x.device)
     n_hold = min(int(len(x) * cfg.holdout_ratio), cfg.max_holdout)
@@ -773,9 +774,8 @@ def check_finite(value: float, what: str) -> None:
 
 
 class DyDiffTrainer(Saved):
-    """The DyDiff+TD3BC loop (without models: plain TD3+BC). Every rollout_every updates, from the
-    first, synthesise() turns rollout_batch_size real start states into filtered synthetic
-    transitions in a FIFO buffer; every batch mixes real and synthetic rows by real_ratio."""
+    """The DyDiff+TD3BC loop (without models: TD3+BC). Every rollout_every updates, from the first,
+    synthesise() adds rows to the synthetic buffer; each batch mixes them in by real_ratio."""
 
     saved = ("agent", "synthetic", "updates", "last_rollout")  # models and real data never change
 

@@ -12,11 +12,14 @@ fit_with_holdout, DyDiffTrainer: the whole loop).
 A component's tests stub what it calls, so a function left blank elsewhere fails only its own
 component's tests and TestTraining's. Expected values come from properties or are worked out by
 hand, never from a second implementation, so a teacher can blank a function
-(scripts/make_assignment.py) and these tests grade a student's version. Imports: torch, numpy,
-pytest, the standard library and dydiff only. The driver's, the scripts' and the benchmarks' tests
-are in tests/. CPU only, tiny models and data.
+(scripts/make_assignment.py) and these tests grade a student's version. Where units matter the
+data is far from unit scale (x 20 + 100); rules for all inputs are hypothesis properties, with
+derandomize=True so every run tries the same examples. Imports: torch, numpy, pytest, hypothesis,
+the standard library and dydiff only. The driver's, the scripts' and the benchmarks' tests are in
+tests/. CPU only, tiny models and data.
 """
 
+import copy
 import dataclasses
 import os
 import subprocess
@@ -27,6 +30,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import dydiff as D
 
@@ -122,18 +127,6 @@ class Fn(nn.Module):
 
     def forward(self, x):
         return self.fn(x) + self.w
-
-
-class PerRow(nn.Module):
-    """A stub critic whose value for row i (state column 0 holds i) is the parameter v[i] = 0, so
-    the gradient of the critic loss reads the target: d mse(v, y) / dv_i = -2 y_i / n."""
-
-    def __init__(self, n: int):
-        super().__init__()
-        self.v = nn.Parameter(torch.zeros(n))
-
-    def forward(self, sa):
-        return self.v[sa[:, 0].round().long()][:, None]
 
 
 def fit(model, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 3e-3, batch: int = 64):
@@ -388,6 +381,110 @@ class TestData:
         assert torch.allclose(z.std(0), torch.ones(3), atol=2e-2), "z-score: std 1"
 
 
+    @settings(derandomize=True, max_examples=40, deadline=None)
+    @given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=8),
+           horizon=st.integers(1, 9), first_id=st.integers(-5, 5))  # fmt: skip
+    def test_window_starts_property(self, lengths, horizon, first_id):
+        """For any episode lengths and horizon: the starts are exactly the rows i where rows
+        i .. i + horizon - 1 lie in one episode, ascending, int64 (ids need not start at 0)."""
+        ids = np.repeat(first_id + 3 * np.arange(len(lengths)), lengths)
+        starts = D.window_starts(ids, horizon)
+        brute = [i for i in range(len(ids) - horizon + 1) if len(set(ids[i : i + horizon])) == 1]
+        assert starts.dtype == np.int64, f"window starts are int64 row indices: {starts.dtype}"
+        assert starts.tolist() == brute, (
+            f"window rule: episode lengths {lengths}, horizon {horizon}: starts {brute}, got "
+            f"{starts.tolist()}"
+        )
+
+    @settings(derandomize=True, max_examples=30, deadline=None)
+    @given(capacity=st.integers(1, 12), sizes=st.lists(st.integers(1, 15), min_size=1, max_size=5),
+           column=st.booleans())  # fmt: skip
+    def test_replay_buffer_fifo_property(self, capacity, sizes, column):
+        """For any capacity and batch sizes: after each add the buffer holds the newest
+        min(rows added, capacity) rows, each transition whole (its states, actions, rewards, next
+        states and dones stay together); rewards may be [n] or [n, 1]."""
+        buf, total = D.ReplayBuffer(2, 1, capacity=capacity, device="cpu"), 0
+        for n in sizes:
+            ids = torch.arange(total, total + n, dtype=torch.float32)
+            buf.add(dict(states=torch.stack([ids, -ids], 1) * 20 + 100, actions=ids[:, None] / 100,
+                         rewards=ids[:, None] if column else ids,
+                         next_states=torch.stack([ids, ids], 1),
+                         dones=(ids % 2)[:, None]))  # fmt: skip
+            total += n
+            held = buf.data["rewards"][: buf.size, 0]
+            assert buf.size == min(total, capacity), (
+                f"size = min(rows added, capacity) = {min(total, capacity)}, got {buf.size}"
+            )
+            assert sorted(held.tolist()) == list(range(max(0, total - capacity), total)), (
+                f"FIFO: after {total} rows into {capacity}, the newest {min(total, capacity)} "
+                f"stay; held {sorted(held.tolist())}"
+            )
+            rows, states = buf.data, torch.stack([held, -held], 1) * 20 + 100
+            whole = torch.equal(rows["states"][: buf.size], states)
+            whole &= torch.equal(rows["actions"][: buf.size, 0], held / 100)
+            whole &= torch.equal(rows["next_states"][: buf.size, 0], held)
+            whole &= torch.equal(rows["dones"][: buf.size, 0], held % 2)
+            assert whole, "each row holds one transition: its keys are written to the same row"
+
+    @settings(derandomize=True, max_examples=30, deadline=None)
+    @given(n=st.integers(1, 40), ratio=st.floats(0, 1), synthetic_rows=st.integers(0, 80))
+    def test_sample_mixed_property(self, n, ratio, synthetic_rows):
+        """For any batch size, real_ratio and synthetic buffer size: round(n * real_ratio) real rows
+        and the rest synthetic once the synthetic buffer holds n rows; all real before."""
+        real = D.ReplayBuffer(2, 1, 100, "cpu")
+        real.add(rows_with_reward(np.ones(50)))
+        synthetic = D.ReplayBuffer(2, 1, 100, "cpu")
+        if synthetic_rows:
+            synthetic.add(rows_with_reward(-np.ones(synthetic_rows)))
+        batch = D.sample_mixed(real, synthetic, n, ratio)
+        assert all(len(v) == n for v in batch.values()), "every key holds n rows"
+        n_real = int((batch["rewards"] == 1).sum())
+        expected = n if synthetic_rows < n else round(n * ratio)
+        assert n_real == expected, (
+            f"n {n}, real_ratio {ratio}, {synthetic_rows} synthetic rows: {expected} real rows "
+            f"(all real while the synthetic buffer holds fewer than n), got {n_real}"
+        )
+
+    def test_zscore_of_a_constant_dimension_is_finite(self):
+        """A dimension that never moves (a wall's coordinate, a fixed joint) has std 0: the eps
+        1e-3 keeps its z-score finite, 0."""
+        x = torch.randn(50, 3) * 20 + 100
+        x[:, 1] = 7.5
+        z = D.Normalizer(3).fit_zscore(x)(x)
+        assert torch.isfinite(z).all() and (z[:, 1] == 0).all(), (
+            f"scale = std + 1e-3: a constant dimension gives z = 0, got {z[:3, 1].tolist()}"
+        )
+
+    @settings(derandomize=True, max_examples=30, deadline=None)
+    @given(shift=st.lists(st.floats(-1000, 1000), min_size=3, max_size=3),
+           log_scale=st.lists(st.floats(-2, 3), min_size=3, max_size=3))  # fmt: skip
+    def test_normalizers_round_trip_at_any_scale(self, shift, log_scale):
+        """For data of any offset and spread per dimension (1e-2 to 1e3): limits maps each
+        dimension's [min, max] to [-1, 1], z-score to mean 0 and std std / (std + 1e-3) per
+        dimension (the eps), and unnormalize inverts both."""
+        gen = torch.Generator().manual_seed(0)
+        spread = 10 ** torch.tensor(log_scale, dtype=torch.float64)
+        x64 = torch.randn(64, 3, generator=gen, dtype=torch.float64) * spread + torch.tensor(shift)
+        x = x64.float()
+        tol = 4e-5 * (1 + torch.tensor(shift).abs() / spread).float()  # float32 rounding of x
+        lim = D.Normalizer(3).fit_limits(x)
+        y = lim(x)
+        assert ((y.min(0).values + 1).abs() <= tol).all(), f"limits: min -> -1: {y.min(0).values}"
+        assert ((y.max(0).values - 1).abs() <= tol).all(), f"limits: max -> +1: {y.max(0).values}"
+        back = lim.unnormalize(y)
+        assert ((back - x).abs() <= tol * spread.float()).all(), "limits: unnormalize inverts"
+        zs = D.Normalizer(3).fit_zscore(x)
+        z = zs(x)
+        std = x64.std(0)
+        want = (std / (std + 1e-3)).float()
+        assert (z.mean(0).abs() <= tol).all(), f"z-score: mean 0 per dimension, got {z.mean(0)}"
+        assert ((z.std(0) - want).abs() <= 1e-3).all(), (
+            f"z-score: scale = std + 1e-3 per dimension, so z has std {want.tolist()}, got "
+            f"{z.std(0).tolist()}"
+        )
+        back = zs.unnormalize(z)
+        assert ((back - x).abs() <= tol * spread.float()).all(), "z-score: unnormalize inverts"
+
     def test_data_that_keeps_the_contract_passes(self):
         D.check_data(contract_data())  # no error
         D.check_data(contract_data() | {"extra": np.zeros(5)})  # other keys are ignored
@@ -427,6 +524,17 @@ class Oracle(nn.Module):
             return self.x0.clone()
         sqrt_ab, sqrt_1m_ab = (c[t, None, None] for c in self.schedule)
         return (x - sqrt_ab * self.x0) / sqrt_1m_ab
+
+
+class Constant(nn.Module):
+    """A denoiser that returns one value everywhere."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x, t):
+        return torch.full_like(x, self.value)
 
 
 class GaussianOracle(nn.Module):
@@ -552,8 +660,9 @@ class TestDiffusion:
                 f"{len(dm.ema.inputs)} calls of the EMA copy"
             )
             for i, xt in enumerate(dm.ema.inputs):  # every denoiser input is inpainted too
+                first = " (before the first call too, not only after steps)" if i == 0 else ""
                 assert torch.equal(xt[:, mask], values[:, mask]), (
-                    f"sampling call {i}: the fixed entries must hold their values in the input"
+                    f"sampling call {i}: the fixed entries hold their values in the input{first}"
                 )
             steps = [int(t[0]) for t in dm.ema.steps]
             assert steps == list(reversed(range(dm.n_steps))), f"t = K-1 down to 0: {steps}"
@@ -569,6 +678,22 @@ class TestDiffusion:
         dm.denoiser = Forbidden()
         x = dm.sample(torch.zeros(4, 8, 3), dm.condition_mask(S_DIM))
         assert len(dm.ema.inputs) == dm.n_steps and torch.isfinite(x).all()
+
+    @pytest.mark.parametrize("predict_epsilon", [False, True])
+    def test_sampler_clamps_its_x0_prediction(self, predict_epsilon):
+        """The x0 the denoiser predicts (or that follows from its eps) is clamped to [-1, 1], the
+        data's range, before the posterior step; at t = 0 the step returns that x0 (post_c0 = 1,
+        post_ct = 0), so a denoiser predicting far outside gives samples at the edge, +-1."""
+        dm = D.GaussianDiffusion(nn.Identity(), 8, 3, n_steps=10, predict_epsilon=predict_epsilon)
+        mask = dm.condition_mask(S_DIM)
+        for sign in (1.0, -1.0):
+            dm.ema = Constant(-50.0 * sign if predict_epsilon else 5.0 * sign)  # x0 beyond +-1
+            x = dm.sample(torch.zeros(16, 8, 3), mask)
+            free = x[:, ~mask]
+            assert torch.allclose(free, torch.full_like(free, sign), atol=1e-4), (
+                f"x0 clamped to [-1, 1]: a denoiser whose x0 is far beyond {sign:+.0f} gives "
+                f"samples at {sign:+.0f}, got [{free.min():.3f}, {free.max():.3f}]"
+            )
 
     def test_update_ema_moves_toward_the_online_weights(self):
         """ema <- ema + (1 - decay) (online - ema), parameter by parameter; online ones stay."""
@@ -649,6 +774,32 @@ class TestDynamicsAndReward:
             )
         shifted = [loss(delta + e, 0.0) for e in (-0.5, 0.0, 0.5)]
         assert shifted[1] < min(shifted[0], shifted[2]), f"lowest at mean = target: {shifted}"
+
+    def test_loss_regularisers_have_their_coefficients(self, monkeypatch):
+        """loss = NLL + 0.01 (sum max_logvar - sum min_logvar) + sum_i weight_decay[i] / 2
+        ||W_i||^2 over the 5 layers' weights (not biases); the NLL sums the members' means."""
+        model = D.EnsembleDynamics(S_DIM, A_DIM, n_members=2, n_elites=1, hidden=8)
+        sa, delta = torch.randn(2, 50, S_DIM + A_DIM), torch.randn(2, 50, S_DIM)
+        out = {}
+        monkeypatch.setattr(model, "forward", lambda x: out["mean_logvar"])
+        out["mean_logvar"] = (delta.clone(), torch.zeros_like(delta))  # NLL 0
+        layers = [m for m in model.net if isinstance(m, D.EnsembleLinear)]
+        with torch.no_grad():
+            model.max_logvar.fill_(0.5), model.min_logvar.fill_(-4.0)  # sum difference 2 x 4.5
+            for i, layer in enumerate(layers):
+                layer.weight.fill_(1.0), layer.bias.fill_(100.0)  # biases carry no decay
+        decay = sum(c / 2 * layer.weight.numel() for c, layer in zip(model.weight_decay, layers))
+        got = model.loss(sa, delta).item()
+        assert got == pytest.approx(0.01 * 9 + decay, rel=1e-4), (
+            f"with NLL 0: 0.01 x sum(max_logvar - min_logvar) = 0.09 plus weight decay "
+            f"sum weight_decay[i] / 2 ||W_i||^2 = {decay:.5f}: {0.09 + decay:.5f}, got {got:.5f}"
+        )
+        out["mean_logvar"] = (delta + 1, torch.zeros_like(delta))  # error 1 per entry, 2 members
+        nll = model.loss(sa, delta).item() - got
+        assert nll == pytest.approx(2.0, rel=1e-4), (
+            f"NLL: mean over batch and state of (mean - delta)^2 exp(-logvar) + logvar, summed "
+            f"over the 2 members: 2.0 for error 1 and logvar 0, got {nll:.4f}"
+        )
 
     def test_predict_uses_only_elites(self):
         dyn = D.EnsembleDynamics(S_DIM, A_DIM, n_members=4, n_elites=2, hidden=16)
@@ -754,14 +905,15 @@ class TestDynamicsAndReward:
 
 
 def one_step_batch(n=256):
-    """Every state appears with a = +0.5 (reward 1) and a = -0.5 (reward 0); all steps terminal."""
-    s = torch.randn(n, 2)
+    """Every state appears with a = +0.5 (reward 1) and a = -0.5 (reward 0); all steps terminal.
+    States far from unit scale and zero mean (x 20 + 100): only state_norm makes them learnable."""
+    s = torch.randn(n, 2) * 20 + 100
     a = torch.cat([torch.full((n, 1), 0.5), torch.full((n, 1), -0.5)])
     return {
         "states": torch.cat([s, s]),
         "actions": a,
         "rewards": torch.cat([torch.ones(n, 1), torch.zeros(n, 1)]),
-        "next_states": torch.randn(2 * n, 2),
+        "next_states": torch.randn(2 * n, 2) * 20 + 100,
         "dones": torch.ones(2 * n, 1),
     }
 
@@ -774,38 +926,27 @@ def train_td3bc(alpha: float, updates: int = 300):
     for _ in range(updates):
         idx = torch.randint(n, (cfg.batch_size,))
         agent.update({k: v[idx] for k, v in data.items()})
-    test_states = torch.randn(500, 2)
+    test_states = torch.randn(500, 2) * 20 + 100
     return agent, agent.act(test_states), test_states
 
 
-def td3_target(cfg, actor_target, q1_target, q2_target, rewards=0.0, dones=0.0, n=2000):
-    """The target y that TD3BC.update regresses both critics on, read off the gradient of per-row
-    stub critics (PerRow). States: column 0 the row index, column 1 x ~ U[-1, 1]; next states the
-    same index and -x; the online actor, which the target must not use, says -0.9 everywhere.
-    Only a critic step runs (n_updates 1, policy_freq 1000). An extra terminal row (r = 1,
-    done = 1, so y = 1) checks the reading first."""
-    agent = D.TD3BC(2, 1, D.Normalizer(2), dataclasses.replace(cfg, policy_freq=1000))
+def target_of(cfg, actor_target, q1_target, q2_target, rewards=0.0, dones=0.0, n=2000):
+    """TD3BC.critic_target with stub target networks, and the x' of each row: next states are
+    (0, x'), x' ~ U[-1, 1], z-scored by an identity state_norm. The online networks, which the
+    target must not use, say pi = -0.9 and Q = -100 everywhere."""
+    agent = D.TD3BC(2, 1, D.Normalizer(2), cfg)
     agent.actor = Fn(lambda s: torch.full((len(s), 1), -0.9))
+    agent.q1 = agent.q2 = Fn(lambda sa: torch.full((len(sa), 1), -100.0))
     agent.actor_target, agent.q1_target, agent.q2_target = actor_target, q1_target, q2_target
-    agent.q1, agent.q2 = PerRow(n + 1), PerRow(n + 1)
-    agent.n_updates = 1
-    idx, x = torch.arange(n + 1, dtype=torch.float32), torch.rand(n + 1) * 2 - 1
-    rewards = torch.cat([torch.as_tensor(rewards, dtype=torch.float32).expand(n), torch.ones(1)])
-    dones = torch.cat([torch.as_tensor(dones, dtype=torch.float32).expand(n), torch.ones(1)])
-    batch = dict(states=torch.stack([idx, x], 1), actions=torch.zeros(n + 1, 1),
-                 rewards=rewards[:, None], next_states=torch.stack([idx, -x], 1),
-                 dones=dones[:, None])  # fmt: skip
-    agent.update(batch)
-    y1, y2 = (-q.v.grad * (n + 1) / 2 for q in (agent.q1, agent.q2))
-    assert torch.allclose(y1, y2, atol=1e-5), (
-        "both critics regress on the same target: mse_loss(Q1(s, a), y) + mse_loss(Q2(s, a), y); "
-        f"read y1 {y1[:3].tolist()}..., y2 {y2[:3].tolist()}..."
-    )
-    assert abs(y1[n] - 1) < 1e-4, (
-        f"a terminal row (r = 1, done = 1) has the target y = r = 1, read {y1[n]:.3f}: either the "
-        "terminal is not cut, or the critic loss is not mse_loss(Q1, y) + mse_loss(Q2, y)"
-    )
-    return y1[:n], -x[:n]  # and x' (column 1 of the next states)
+    x2 = torch.rand(n) * 2 - 1
+    batch = dict(states=torch.randn(n, 2), actions=torch.zeros(n, 1),
+                 rewards=torch.as_tensor(rewards, dtype=torch.float32).expand(n)[:, None],
+                 next_states=torch.stack([torch.zeros(n), x2], 1),
+                 dones=torch.as_tensor(dones, dtype=torch.float32).expand(n)[:, None])  # fmt: skip
+    y = agent.critic_target(batch)
+    assert y.shape == (n, 1), f"critic_target returns y [B, 1]: shape {tuple(y.shape)}"
+    assert not y.requires_grad, "critic_target is a regression target: no gradient"
+    return y[:, 0], x2
 
 
 def action_of(sa):
@@ -813,14 +954,18 @@ def action_of(sa):
     return sa[:, -1:]
 
 
+def zero_actor(s):
+    return torch.zeros(len(s), 1)
+
+
 class TestTD3BC:
     """TD3+BC: the critic target, the actor's lambda-weighted Q plus behaviour cloning, delayed and
-    soft target updates."""
+    soft target updates, state normalisation."""
 
     def test_td3bc_delayed_actor_and_target_updates(self):
         data = one_step_batch(64)
         cfg = tiny_cfg(policy_freq=2, batch_size=32)
-        agent = D.TD3BC(2, 1, D.Normalizer(2), cfg)
+        agent = D.TD3BC(2, 1, D.Normalizer(2).fit_zscore(data["states"]), cfg)
         nets = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target")
         before = {k: [p.clone() for p in getattr(agent, k).parameters()] for k in nets}
 
@@ -830,11 +975,15 @@ class TestTD3BC:
 
         out = agent.update({k: v[:32] for k, v in data.items()})
         assert "actor_loss" not in out, "policy_freq 2: no actor step in the first update"
+        assert agent.n_updates == 1, f"n_updates counts every update: {agent.n_updates} after 1"
         assert all(changed("q1")) and all(changed("q2")), "the critics learn every update"
         for k in ("actor", "actor_target", "q1_target", "q2_target"):
             assert not any(changed(k)), f"{k} changes only every policy_freq-th update"
         out = agent.update({k: v[32:] for k, v in data.items()})
-        assert "actor_loss" in out, "policy_freq 2: the second update is an actor step"
+        assert agent.n_updates == 2, f"n_updates counts every update: {agent.n_updates} after 2"
+        assert set(out) == {"critic_loss", "actor_loss", "lambda"}, (
+            f"an actor step returns critic_loss, actor_loss and lambda, got {sorted(out)}"
+        )
         for k in ("actor", "actor_target", "q1_target", "q2_target"):
             assert all(changed(k)), f"{k} must change at the actor step"
         for net in ("actor", "q1", "q2"):  # soft update: target = old + tau (online - old)
@@ -844,23 +993,47 @@ class TestTD3BC:
                 err = (new - expected).abs().max().item()
                 assert err < 1e-7, f"{net}_target <- target + tau (online - target): {err:.2g}"
 
+    def test_critics_regress_on_critic_target(self, monkeypatch):
+        """update takes y from critic_target(batch) and regresses both critics on it:
+        critic_loss = mse(Q1(s, a), y) + mse(Q2(s, a), y). With Q1 = Q2 = w = 0 (stubs),
+        d critic_loss / dw = -2 mean(y) for each and critic_loss = 2 mean(y^2)."""
+        batch = one_step_batch(32)
+        agent = D.TD3BC(2, 1, D.Normalizer(2), tiny_cfg(policy_freq=1000))
+        agent.q1, agent.q2 = (Fn(lambda sa: torch.zeros(len(sa), 1)) for _ in range(2))
+        y = torch.linspace(-1, 3, 64)[:, None]
+        calls = []
+        monkeypatch.setattr(agent, "critic_target", lambda b: calls.append(b) or y.clone())
+        out = agent.update(batch)
+        assert calls and all(b is batch for b in calls), "update gets y from critic_target(batch)"
+        for name in ("q1", "q2"):
+            grad = getattr(agent, name).w.grad.item()
+            assert abs(grad + 2 * y.mean().item()) < 1e-5, (
+                f"{name} regresses on critic_target's y: d mse({name}, y) / d{name} must be "
+                f"-2 mean(y) = {-2 * y.mean().item():.4f}, got {grad:.4f}"
+            )
+        loss = float(out["critic_loss"])
+        assert abs(loss - 2 * (y**2).mean().item()) < 1e-4, (
+            f"critic_loss = mse(Q1, y) + mse(Q2, y) = {2 * (y**2).mean().item():.4f} with Q = 0, "
+            f"got {loss:.4f}"
+        )
+
     def test_td3_target_takes_the_min_of_the_twin_target_critics(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.0)
         q1, q2 = Fn(lambda sa: 2 + sa[:, 1:2]), Fn(lambda sa: 2 - sa[:, 1:2])
-        y, x2 = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), q1, q2)
+        y, x2 = target_of(cfg, Fn(zero_actor), q1, q2)
         expected = 0.5 * (2 - x2.abs())
         err = (y - expected).abs().max().item()
-        assert err < 1e-4, (
+        assert err < 1e-5, (
             f"y = r + gamma min(Q1'(s', a'), Q2'(s', a')): with Q1' = 2 + x', Q2' = 2 - x', gamma "
             f"0.5, r 0, y must be 0.5 (2 - |x'|); max error {err:.3f} (y {y[:3].tolist()}, "
-            f"expected {expected[:3].tolist()})"
+            f"expected {expected[:3].tolist()}; the online critics say -100)"
         )
 
     def test_td3_target_uses_the_target_actor(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.0)
-        y, _ = td3_target(cfg, Fn(lambda s: torch.full((len(s), 1), 0.4)), Fn(action_of),
-                          Fn(action_of))  # fmt: skip
-        assert torch.allclose(y, torch.full_like(y, 0.2), atol=1e-4), (
+        y, _ = target_of(cfg, Fn(lambda s: torch.full((len(s), 1), 0.4)), Fn(action_of),
+                         Fn(action_of))  # fmt: skip
+        assert torch.allclose(y, torch.full_like(y, 0.2), atol=1e-5), (
             "a' = pi_target(s'): with pi_target = 0.4, the online pi = -0.9, Q' = a', gamma 0.5, "
             f"y must be 0.2; got {y.mean():.3f} (-0.45 means the online actor was used)"
         )
@@ -869,8 +1042,8 @@ class TestTD3BC:
         for gamma in (0.9, 0.5):
             cfg = tiny_cfg(gamma=gamma, policy_noise=0.0)
             two = Fn(lambda sa: torch.full((len(sa), 1), 2.0))
-            y, _ = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), two, two, rewards=1.0)
-            assert torch.allclose(y, torch.full_like(y, 1 + 2 * gamma), atol=1e-4), (
+            y, _ = target_of(cfg, Fn(zero_actor), two, two, rewards=1.0)
+            assert torch.allclose(y, torch.full_like(y, 1 + 2 * gamma), atol=1e-5), (
                 f"y = r + gamma Q': r 1, Q' 2, gamma {gamma}, done 0: y must be {1 + 2 * gamma}, "
                 f"got {y.mean():.3f}"
             )
@@ -879,9 +1052,9 @@ class TestTD3BC:
         cfg = tiny_cfg(gamma=0.9, policy_noise=0.0)
         dones = (torch.rand(2000) < 0.5).float()
         two = Fn(lambda sa: torch.full((len(sa), 1), 2.0))
-        y, _ = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), two, two, 1.0, dones)
+        y, _ = target_of(cfg, Fn(zero_actor), two, two, 1.0, dones)
         expected = 1 + 0.9 * 2 * (1 - dones)
-        assert torch.allclose(y, expected, atol=1e-4), (
+        assert torch.allclose(y, expected, atol=1e-5), (
             f"y = r + gamma (1 - done) Q': a terminal row's target is r = 1, got "
             f"{y[dones == 1].mean():.3f}; other rows 2.8, got {y[dones == 0].mean():.3f}"
         )
@@ -889,7 +1062,7 @@ class TestTD3BC:
     def test_td3_target_policy_smoothing(self):
         """a' = pi'(s') + clip(N(0, policy_noise^2), -noise_clip, noise_clip), fresh per row."""
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.2, noise_clip=0.5)
-        y, _ = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), Fn(action_of), Fn(action_of))
+        y, _ = target_of(cfg, Fn(zero_actor), Fn(action_of), Fn(action_of))
         noise = y / 0.5  # Q' = a' = 0 + noise
         mean, std = noise.mean().item(), noise.std().item()
         assert abs(mean) < 0.03 and 0.17 < std < 0.23, (
@@ -899,7 +1072,7 @@ class TestTD3BC:
 
     def test_td3_target_smoothing_noise_is_clipped(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=1.0, noise_clip=0.3)
-        y, _ = td3_target(cfg, Fn(lambda s: torch.zeros(len(s), 1)), Fn(action_of), Fn(action_of))
+        y, _ = target_of(cfg, Fn(zero_actor), Fn(action_of), Fn(action_of))
         noise = y / 0.5
         top = noise.abs().max().item()
         assert 0.29 < top < 0.3 + 1e-5, (
@@ -909,13 +1082,44 @@ class TestTD3BC:
 
     def test_td3_target_action_stays_in_the_action_range(self):
         cfg = tiny_cfg(gamma=0.5, policy_noise=0.2, noise_clip=0.5)
-        y, _ = td3_target(cfg, Fn(lambda s: torch.full((len(s), 1), 0.9)), Fn(action_of),
-                          Fn(action_of))  # fmt: skip
+        y, _ = target_of(cfg, Fn(lambda s: torch.full((len(s), 1), 0.9)), Fn(action_of),
+                         Fn(action_of))  # fmt: skip
         a2 = y / 0.5
-        assert a2.max() <= 1 + 1e-5 and a2.min() >= 0.4 - 1e-5, (
+        assert a2.max() <= 1 + 1e-6 and a2.min() >= 0.4 - 1e-5, (
             f"a' = clip(pi'(s') + noise, -1, 1): pi' = 0.9 with noise in [-0.5, 0.5] gives a' in "
             f"[0.4, 1], got [{a2.min():.3f}, {a2.max():.3f}]"
         )
+        assert (a2 == 1).float().mean() > 0.2, "a' = clip(.., -1, 1): a quarter of rows reach 1"
+
+    def test_update_and_act_do_not_depend_on_the_units_of_states(self):
+        """state_norm, fitted on the data, makes TD3+BC blind to the units of states: in units
+        x 20 + 100, with the same normaliser in those units, the same networks give the same
+        losses, lambda and actions after the updates. Both s and s' are z-scored: a TD3BC that
+        leaves either raw (Fujimoto's code normalises the data beforehand) fails this."""
+        data = {k: torch.as_tensor(v) for k, v in linear_data(n_episodes=4, ep_len=16).items()}
+        batch = dict(states=data["observations"], actions=data["actions"],
+                     rewards=data["rewards"][:, None], next_states=data["next_observations"],
+                     dones=data["terminals"][:, None])  # fmt: skip
+        scaled = batch | {k: batch[k] * 20 + 100 for k in ("states", "next_states")}
+        agent = D.TD3BC(S_DIM, A_DIM, D.Normalizer(S_DIM).fit_zscore(batch["states"]),
+                        tiny_cfg(policy_freq=2))  # fmt: skip
+        other = copy.deepcopy(agent)  # the same networks and optimisers
+        other.state_norm.shift.mul_(20).add_(100)  # fit_zscore(scaled states) but for its eps
+        other.state_norm.scale.mul_(20)
+        outs = []
+        for who, b in ((agent, batch), (other, scaled)):
+            torch.manual_seed(1)  # the same smoothing noise
+            outs.append([{k: float(v) for k, v in who.update(b).items()} for _ in range(2)])
+        for step, (one, two) in enumerate(zip(*outs)):
+            assert one.keys() == two.keys()
+            for k in one:
+                assert two[k] == pytest.approx(one[k], rel=1e-4, abs=1e-5), (
+                    f"update {step + 1}: {k} {one[k]:.5f} in raw units, {two[k]:.5f} in units x 20 "
+                    "+ 100: update must z-score states and next states with state_norm"
+                )
+        a1, a2 = agent.act(batch["states"]), other.act(scaled["states"])
+        err = (a1 - a2).abs().max().item()
+        assert err < 1e-4, f"act z-scores raw states with state_norm: actions differ by {err:.3g}"
 
     def actor_step(self, alpha: float, data_action: float):
         """One update with stub networks: pi(s) = 0.3 (its parameter w), Q1(s, a) = 2 + a, batch
@@ -1001,27 +1205,40 @@ class TestTD3BC:
         )
 
 
+CENTER, SPREAD = torch.tensor([100.0, -40.0]), torch.tensor([20.0, 5.0])  # states far from unit
+
+
+def real_s0(n: int) -> torch.Tensor:
+    return CENTER + SPREAD * torch.randn(n, S_DIM)
+
+
 class LinearDynamics:
-    """Stub dynamics: s' = A s + B a."""
+    """Stub dynamics in the tests' state units: z' = A z + B a for z = (s - CENTER) / SPREAD."""
 
     def predict(self, states, actions):
-        return states @ torch.as_tensor(A_MAT).T + actions @ torch.as_tensor(B_MAT).T
+        z = (states - CENTER) / SPREAD
+        z2 = z @ torch.as_tensor(A_MAT).T + actions @ torch.as_tensor(B_MAT).T
+        return CENTER + SPREAD * z2
 
 
 class StubDiffusion:
-    """Stub DM: limits [-3, 3] on states (and actions); sample_states(s0, actions) returns
-    s0 + 0.4 * cumsum(actions) on both coordinates (a known function), records its inputs."""
+    """Stub DM: limits CENTER +- 2 SPREAD on states (and [-1, 1] on actions). sample_states
+    returns states drawn at random, many outside the limits, row 0 not s0 (the real DM rounds
+    it); round k of a rollout always draws the same, and each call is recorded."""
 
     def __init__(self):
-        self.norm, self.calls = limits([-3.0, -3.0, -1.0], [3.0, 3.0, 1.0]), []
+        lo, hi = CENTER - 2 * SPREAD, CENTER + 2 * SPREAD
+        self.norm, self.calls = limits([*lo.tolist(), -1.0], [*hi.tolist(), 1.0]), []
 
     def sample_states(self, s0, actions):
-        self.calls.append((s0.clone(), actions.clone()))
-        return s0[:, None] + 0.4 * actions.cumsum(1).expand(-1, -1, S_DIM)
+        gen = torch.Generator().manual_seed(len(self.calls))
+        out = CENTER + 3 * SPREAD * torch.randn(*actions.shape[:2], S_DIM, generator=gen)
+        self.calls.append(dict(s0=s0.clone(), actions=actions.clone(), sample=out.clone()))
+        return out
 
 
 def policy(s):
-    return torch.tanh(s @ torch.tensor([[0.8], [-0.5]]) + 0.1)
+    return torch.tanh(((s - CENTER) / SPREAD) @ torch.tensor([[0.8], [-0.5]]) + 0.1)
 
 
 class CounterDynamics:
@@ -1042,75 +1259,104 @@ class TestRolloutAndFilter:
 
     @pytest.mark.parametrize("iterations", [0, 1, 3])
     def test_rollout_shapes_s0_and_policy_consistency(self, iterations):
-        s0 = torch.randn(12, S_DIM)
+        s0 = real_s0(12)
         states, actions = D.dydiff_rollout(s0, policy, LinearDynamics(), StubDiffusion(), 8,
                                            iterations)  # fmt: skip
         assert states.shape == (12, 8, S_DIM) and actions.shape == (12, 8, A_DIM), (
             f"states [N, H, S], actions [N, H, A]: {tuple(states.shape)}, {tuple(actions.shape)}"
         )
-        assert torch.equal(states[:, 0], s0), "row 0 of every trajectory is its real s0"
-        assert torch.allclose(actions, policy(states)), "a_i = pi(s_i) for every row"
+        assert torch.equal(states[:, 0], s0), "row 0 of every trajectory is exactly its real s0"
+        err = (actions - policy(states)).abs().max().item()
+        assert err < 1e-6, f"a_i = pi(s_i) for every row i, the last included: error {err:.3g}"
 
     def test_rollout_without_iterations_is_a_dynamics_rollout(self):
-        s0 = torch.randn(12, S_DIM)
+        """M = 0: s_{i+1} = f(s_i, a_i) and a_i = pi(s_i) at every step; the DM is not used."""
+        s0 = real_s0(12)
         states, actions = D.dydiff_rollout(s0, policy, LinearDynamics(), None, 8, 0)
-        s = s0
-        for i in range(8):  # by hand: a_i = pi(s_i), s_{i+1} = A s_i + B a_i
-            a = policy(s)
-            assert torch.allclose(states[:, i], s, atol=1e-6), f"M = 0: state {i} is f(s, a)"
-            assert torch.allclose(actions[:, i], a, atol=1e-6), f"M = 0: action {i} is pi(s_{i})"
-            s = LinearDynamics().predict(s, a)
+        for i in range(7):
+            step = LinearDynamics().predict(states[:, i], actions[:, i])
+            err = (states[:, i + 1] - step).abs().max().item()
+            assert err < 1e-4, f"M = 0: s_{i + 1} = f(s_{i}, a_{i}), error {err:.3g}"
+        assert torch.allclose(actions, policy(states), atol=1e-6), "M = 0: a_i = pi(s_i)"
 
-    def test_rollout_averages_diffusion_states(self):
-        """Each injection round: states = clip((old states + DM sample given s0 and the current
-        actions) / 2), then actions = pi(states) on every row."""
-        s0 = torch.randn(12, S_DIM)
-        dm = StubDiffusion()
-        states, actions = D.dydiff_rollout(s0, policy, LinearDynamics(), None, 8, 0)
-        for m in (1, 2):
-            dm.calls.clear()
-            got, got_actions = D.dydiff_rollout(s0, policy, LinearDynamics(), dm, 8, m)
-            assert len(dm.calls) == m, f"M = {m}: {m} DM samples, got {len(dm.calls)}"
-            (given_s0, given_actions) = dm.calls[-1]
-            assert torch.equal(given_s0, s0), f"round {m}: the DM is conditioned on the real s0"
-            assert torch.allclose(given_actions, actions), (
-                f"round {m}: the DM is conditioned on the previous round's actions"
+    @pytest.mark.parametrize("rounds", [1, 2])
+    def test_each_injection_round_averages_with_a_dm_sample_inside_the_limits(self, rounds):
+        """Round m: one DM sample given the real s0 and the actions before the round; the new
+        states are the average of the states before the round and that sample, clamped to the
+        DM's limits per state dimension, except row 0, the real s0; then actions = pi(states)."""
+        s0 = real_s0(12)
+        before, before_actions = D.dydiff_rollout(s0, policy, LinearDynamics(), None, 8, 0)
+        for m in range(1, rounds + 1):
+            dm = StubDiffusion()
+            states, actions = D.dydiff_rollout(s0, policy, LinearDynamics(), dm, 8, m)
+            assert len(dm.calls) == m, f"M = {m}: one DM sample per round, got {len(dm.calls)}"
+            call = dm.calls[-1]
+            assert torch.equal(call["s0"], s0), f"round {m}: the DM is conditioned on the real s0"
+            assert torch.allclose(call["actions"], before_actions, atol=1e-6), (
+                f"round {m}: the DM is conditioned on the actions before the round, pi(states)"
             )
-            sampled = s0[:, None] + 0.4 * actions.cumsum(1).expand(-1, -1, S_DIM)
-            states = D.clip_to_data((states + sampled) / 2, s0, dm.norm)
-            actions = policy(states)
-            err = (got - states).abs().max().item()
-            assert err < 1e-5, (
-                f"round {m}: states = clip((previous states + DM sample) / 2); max error {err:.3g}"
+            average = (before + call["sample"]) / 2
+            lo, hi = dm.norm.shift - dm.norm.scale, dm.norm.shift + dm.norm.scale
+            inside = (average >= lo[:S_DIM]) & (average <= hi[:S_DIM])
+            clamped = torch.minimum(torch.maximum(average, lo[:S_DIM]), hi[:S_DIM])
+            assert torch.equal(states[:, 0], s0), f"round {m}: row 0 is exactly the real s0"
+            rows = states[:, 1:]
+            assert torch.allclose(rows[inside[:, 1:]], average[:, 1:][inside[:, 1:]], atol=1e-4), (
+                f"round {m}: states = (states before the round + DM sample) / 2 where that lies "
+                "inside the data's limits"
             )
-            assert torch.allclose(got_actions, actions, atol=1e-6), f"round {m}: actions = pi"
+            outside = ~inside[:, 1:]
+            assert torch.allclose(rows[outside], clamped[:, 1:][outside], atol=1e-4), (
+                f"round {m}: an average outside the data's limits is clamped to the nearest limit"
+            )
+            assert inside[:, 1:].any() and (~inside[:, 1:]).any(), "the test must see both cases"
+            assert torch.allclose(actions, policy(states), atol=1e-6), f"round {m}: a = pi(s)"
+            before, before_actions = states, actions
 
     def test_injected_states_stay_in_the_data_range(self):
         """As the authors' unnormaliser clips: after averaging, states lie in the data's [min, max]
         even where the dynamics rollout left it (here it is pushed far outside)."""
-        s0, dm = torch.randn(12, S_DIM), StubDiffusion()
-        far = type("Far", (), {"predict": staticmethod(lambda s, a: s + 60.0)})()
+        s0, dm = real_s0(12), StubDiffusion()
+        far = type("Far", (), {"predict": staticmethod(lambda s, a: s + 1e3)})()
         states, _ = D.dydiff_rollout(s0, policy, far, dm, 8, 1)
-        lo, hi = states[:, 1:].min().item(), states[:, 1:].max().item()
-        assert lo >= -3 - 1e-5 and hi <= 3 + 1e-5, (
-            f"injected states are clipped to the DM's limits [-3, 3]: got [{lo:.2f}, {hi:.2f}]"
+        lo, hi = dm.norm.shift - dm.norm.scale, dm.norm.shift + dm.norm.scale
+        inside = ((states[:, 1:] >= lo[:S_DIM]) & (states[:, 1:] <= hi[:S_DIM])).all()
+        assert inside, (
+            f"injected states are clipped to the DM's limits {lo[:S_DIM].tolist()} .. "
+            f"{hi[:S_DIM].tolist()}: got {states[:, 1:].amin((0, 1)).tolist()} .. "
+            f"{states[:, 1:].amax((0, 1)).tolist()}"
         )
         assert torch.equal(states[:, 0], s0), "row 0 is the real s0"
         raw, _ = D.dydiff_rollout(s0, policy, far, dm, 8, 0)
-        assert (raw[:, 1:] > 3).any(), "without injection nothing clips: the test can fail"
+        assert (raw[:, 1:] > hi[:S_DIM]).any(), "without injection nothing clips: the test can fail"
 
-    def test_clip_to_data_puts_the_real_s0_back_and_clips_the_rest(self):
-        """Row 0 becomes exactly s0 (the DM's sample rounds it); rows 1+ are clipped per state
-        dimension to [shift - scale, shift + scale] of the limits normaliser (the action dims of
-        the normaliser are ignored)."""
-        norm = limits([-1.0, 0.0, -5.0], [1.0, 2.0, 5.0])
-        s0 = torch.randn(10, S_DIM)
-        states = torch.randn(10, 6, S_DIM) * 3
+    @settings(derandomize=True, max_examples=30, deadline=None)
+    @given(center=st.lists(st.floats(-1000, 1000), min_size=2, max_size=2),
+           half=st.lists(st.floats(0.01, 100), min_size=2, max_size=2),
+           spread=st.floats(0.1, 4), seed=st.integers(0, 100))  # fmt: skip
+    def test_clip_to_data_property(self, center, half, spread, seed):
+        """For any limits and states: row 0 becomes exactly s0; rows 1.. lie inside [shift - scale,
+        shift + scale] of the normaliser's state dimensions (its action dimension, far wider here,
+        is not used); a state inside is unchanged, one outside moves to the nearest limit."""
+        gen = torch.Generator().manual_seed(seed)
+        norm = limits([c - h for c, h in zip(center, half)] + [-1e4],
+                      [c + h for c, h in zip(center, half)] + [1e4])  # fmt: skip
+        c, h = torch.tensor(center), torch.tensor(half)
+        states = c + spread * h * torch.randn(5, 6, S_DIM, generator=gen)
+        s0 = c + 3 * h * torch.randn(5, S_DIM, generator=gen)
         out = D.clip_to_data(states, s0, norm)
-        assert out.shape == states.shape and torch.equal(out[:, 0], s0), "row 0: exactly s0"
-        expected = torch.stack([states[:, 1:, 0].clamp(-1, 1), states[:, 1:, 1].clamp(0, 2)], -1)
-        err = (out[:, 1:] - expected).abs().max().item()
-        assert err == 0, f"rows 1+: clipped to [-1, 1] and [0, 2] per dimension; error {err:.3g}"
+        assert out.shape == states.shape, f"shape [N, H, S] kept: {tuple(out.shape)}"
+        assert torch.equal(out[:, 0], s0), "row 0 is exactly the real s0 (even outside the limits)"
+        lo, hi = (norm.shift - norm.scale)[:S_DIM], (norm.shift + norm.scale)[:S_DIM]
+        rows, given_rows = out[:, 1:], states[:, 1:]
+        assert ((rows >= lo) & (rows <= hi)).all(), (
+            f"rows 1.. inside the state limits {lo.tolist()} .. {hi.tolist()}: got "
+            f"{rows.amin((0, 1)).tolist()} .. {rows.amax((0, 1)).tolist()}"
+        )
+        inside = (given_rows >= lo) & (given_rows <= hi)
+        assert torch.equal(rows[inside], given_rows[inside]), "a state inside stays unchanged"
+        nearest = torch.where(given_rows < lo, lo, hi).expand_as(rows)
+        assert torch.equal(rows[~inside], nearest[~inside]), "outside: moved to the nearest limit"
 
     @pytest.mark.parametrize("mode", ["hardmax", "softmax"])
     @pytest.mark.parametrize("n,keep", [(10, 0.6), (1000, 0.3), (1000, 1.0), (7, 0.01)])
@@ -1131,6 +1377,27 @@ class TestRolloutAndFilter:
             f"hardmax keeps the top 40% by return: worst kept {returns[kept].min():.3f} < best "
             f"dropped {returns[~kept].max():.3f}"
         )
+
+    @settings(derandomize=True, max_examples=40, deadline=None)
+    @given(returns=st.lists(st.integers(-3, 3) | st.floats(-1e3, 1e3), min_size=1, max_size=40),
+           keep=st.floats(0.01, 1.0))  # fmt: skip
+    def test_hardmax_is_the_top_k_property(self, returns, keep):
+        """For any returns (ties included) and keep_ratio: hardmax keeps k = max(1, round(keep_ratio
+        N)) distinct trajectories, none worse than any it drops."""
+        r = torch.tensor(returns, dtype=torch.float32)
+        idx = D.filter_trajectories(r, keep, "hardmax")
+        k = max(1, round(keep * len(r)))
+        assert len(idx) == k and len(set(idx.tolist())) == k, (
+            f"hardmax keeps k = max(1, round({keep:.3f} x {len(r)})) = {k} distinct, got "
+            f"{idx.tolist()}"
+        )
+        kept = torch.zeros(len(r), dtype=torch.bool)
+        kept[idx] = True
+        if not kept.all():
+            assert r[kept].min() >= r[~kept].max(), (
+                f"hardmax keeps the top k: worst kept {r[kept].min():.3f} < best dropped "
+                f"{r[~kept].max():.3f}"
+            )
 
     def test_softmax_temperature_one_prefers_high_returns(self):
         returns = torch.randn(1000)
@@ -1327,6 +1594,47 @@ class TestTraining:
         cfg = tiny_cfg(model_epoch_steps=20, model_max_epochs=2)
         with pytest.raises(ValueError, match="too few"):
             D.train_dynamics(data, cfg)
+
+    def test_holdout_rows_are_never_trained_on(self):
+        """fit_with_holdout holds out min(int(N holdout_ratio), max_holdout) rows, chosen at
+        random: every training batch of every member comes from the other rows, and the errors
+        it returns are measured on the held-out ones. Row i's input carries i, so a row shows."""
+        n = 200
+        x = torch.cat([torch.arange(n, dtype=torch.float32)[:, None] * 20 + 100,
+                       torch.randn(n, S_DIM + A_DIM - 1)], 1)  # fmt: skip
+        y = torch.randn(n, S_DIM)
+        model = D.EnsembleDynamics(S_DIM, A_DIM, n_members=3, n_elites=2, hidden=8)
+        model.input_norm.fit_zscore(x)
+        trained, held = set(), []
+        loss, errors = model.loss, model.errors
+
+        def record_loss(sa, delta):
+            trained.update(sa[..., 0].sub(100).div(20).round().long().flatten().tolist())
+            return loss(sa, delta)
+
+        def record_errors(sa, delta):
+            held.append(set(sa[..., 0].sub(100).div(20).round().long().flatten().tolist()))
+            return errors(sa, delta)
+
+        model.loss, model.errors = record_loss, record_errors
+        for ratio, most in ((0.2, 5000), (0.3, 25)):
+            trained.clear(), held.clear()
+            cfg = tiny_cfg(holdout_ratio=ratio, max_holdout=most, model_epoch_steps=5,
+                           model_max_epochs=2, model_batch_size=64)  # fmt: skip
+            D.fit_with_holdout(model, x, y, cfg)
+            want = min(int(n * ratio), most)
+            assert held and all(h == held[0] for h in held), "one holdout set, checked every epoch"
+            assert len(held[0]) == want, (
+                f"holdout_ratio {ratio}, max_holdout {most}: {want} rows held out, got "
+                f"{len(held[0])}"
+            )
+            assert not trained & held[0], (
+                f"held-out rows are never trained on: {len(trained & held[0])} of them were in "
+                "training batches"
+            )
+            assert held[0] != set(range(n - want, n)) and held[0] != set(range(want)), (
+                "the holdout rows are drawn at random, not the first or last rows"
+            )
 
     def test_holdout_early_stopping_restores_best_weights(self):
         """fit_with_holdout returns the holdout errors of the weights it leaves in the model."""
