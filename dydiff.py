@@ -638,7 +638,9 @@ def synthesise(s0, policy, dynamics, diffusion, reward_model, cfg: Config, termi
     """One round: dydiff_rollout from s0 [N, S], rewards, terminals, filter_trajectories. Each
     trajectory gives H - 1 transitions (s_i, a_i, r_i = reward_model.predict(s_i, a_i), s_{i+1},
     done_i), done_i = terminal_fn(next states [M, S]) or False; those after its first terminal are
-    dropped and left out of its return, sum r_i (departure 7). -> the kept ones in step order
+    dropped and left out of its return, sum r_i (departure 7). Departure 11, off at 0: with
+    uncertainty_penalty L, r_i - L u(s_i, a_i) (dynamics.uncertainty); with uncertainty_halt X, a
+    trajectory also ends before its first step with u > X. -> the kept ones in step order
     {states [T, S], actions, rewards [T], next_states, dones [T] (float)} and stats: counts
     kept_trajectories, kept_transitions; means return_kept, return_all, fallen_kept, fallen_all."""
     states, actions = dydiff_rollout(s0, policy, dynamics, diffusion, cfg.horizon, cfg.iterations)

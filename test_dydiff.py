@@ -903,6 +903,32 @@ class TestDynamicsAndReward:
             f"of the variance {truth.var():.3f}"
         )
 
+    def test_uncertainty_is_the_elites_largest_gap_in_state_stds(self):
+        """u(s, a) = max over elites of |mean_e - average of the elites' means|, each state
+        dimension divided by the data's state std (input_norm's, here ~20): of three elites, one
+        3 above the other two in state 0 (average 1, gaps 2, 1, 1) gives u = 2 / std_0 for every
+        input, whatever a non-elite predicts; identical elites give 0. Any leading shape of sa."""
+        dyn = D.EnsembleDynamics(2, 1, n_members=4, n_elites=3, hidden=8)
+        states = torch.randn(500, 2) * 20 + 100
+        dyn.input_norm.fit_zscore(torch.cat([states, torch.rand(500, 1) * 2 - 1], 1))
+        last = dyn.net[-1]  # its bias [E, 1, 2S]: the means (first S), then the log-variances
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+            last.bias[0, 0, 0] = 3.0  # member 0: +3 in state 0
+            last.bias[3, 0, :2] = 100.0  # member 3: far off, but not an elite
+        dyn.elites.copy_(torch.tensor([0, 1, 2]))
+        sa = torch.cat([states[:6], torch.rand(6, 1)], 1).reshape(3, 2, 3)
+        u = dyn.uncertainty(sa)
+        assert u.shape == (3, 2), f"u has sa's leading shape: {tuple(u.shape)}"
+        want = 2 / dyn.input_norm.scale[0]
+        assert torch.allclose(u, want.expand(3, 2)), (
+            f"u = the largest elite gap in state stds, {want:.4f}: got {u.flatten().tolist()}"
+        )
+        with torch.no_grad():
+            last.bias[0, 0, 0] = 0.0
+        assert (dyn.uncertainty(sa) == 0).all(), "elites that agree: u = 0"
+
 
 def one_step_batch(n=256):
     """Every state appears with a = +0.5 (reward 1) and a = -0.5 (reward 0); all steps terminal.
@@ -1253,6 +1279,25 @@ class StateReward:
         return states[..., 0] * 10 + 1
 
 
+class UncertainCounter(CounterDynamics):
+    """CounterDynamics with u(s, a) = coordinate 0 (the start plus the step) / 10."""
+
+    def uncertainty(self, sa):
+        return sa[..., 0] / 10
+
+
+class CertainCounter(CounterDynamics):
+    def uncertainty(self, sa):
+        raise AssertionError("with the remedy off, u is never computed")
+
+
+def counter_rows(out, j):
+    """Trajectory j's transitions of synthesise's output, in step order."""
+    rows = out["states"][:, 1] == j
+    order = out["states"][rows, 0].argsort()
+    return {k: v[rows][order] for k, v in out.items()}
+
+
 class TestRolloutAndFilter:
     """dydiff_rollout (policy injection), clip_to_data, filter_trajectories and synthesise, with
     stub dynamics, diffusion and reward models."""
@@ -1500,6 +1545,71 @@ class TestRolloutAndFilter:
         kept_ids = set(out["states"][:, 1].long().tolist())
         best = set(s0[:, 0].topk(5).indices.tolist())  # higher start -> higher return
         assert kept_ids == best, f"the filter keeps the best returns {best}, got {kept_ids}"
+
+    def test_uncertainty_penalty_lowers_each_reward_by_penalty_times_u(self):
+        """uncertainty_penalty L: every stored reward is r(s, a) - L u(s, a), for all L (sign and
+        scale), the states and next states unchanged; off (L = 0, halt 0) u is never computed."""
+        n, start = 6, torch.arange(6.0)
+        s0 = torch.stack([start, torch.arange(6.0)], 1)
+        zero = lambda s: torch.zeros(*s.shape[:-1], 1)  # noqa: E731
+        plain, _ = D.synthesise(s0, zero, CertainCounter(), None, StateReward(),
+                                tiny_cfg(horizon=6, iterations=0, keep_ratio=1.0))  # fmt: skip
+        for penalty in (0.5, 2.0):
+            cfg = tiny_cfg(horizon=6, iterations=0, keep_ratio=1.0, uncertainty_penalty=penalty)
+            out, _ = D.synthesise(s0, zero, UncertainCounter(), None, StateReward(), cfg)
+            for j in range(n):
+                a, b = counter_rows(out, j), counter_rows(plain, j)
+                assert torch.equal(a["states"], b["states"]), "the same transitions"
+                want = b["rewards"] - penalty * b["states"][:, 0] / 10
+                assert torch.allclose(a["rewards"], want), (
+                    f"penalty {penalty}: reward r - penalty * u, trajectory {j}"
+                )
+
+    def test_uncertainty_penalty_acts_before_the_filter_ranks(self):
+        """r = 10 s + 1 favours high starts; a penalty 20 u with u = s (in tenths: here u = s/10,
+        so L = 200) makes high starts the worst: the filter keeps the low half."""
+        s0 = torch.stack([torch.arange(10.0), torch.arange(10.0)], 1)
+        cfg = tiny_cfg(horizon=5, iterations=0, keep_ratio=0.5, uncertainty_penalty=200.0)
+        out, _ = D.synthesise(s0, lambda s: torch.zeros(*s.shape[:-1], 1), UncertainCounter(),
+                              None, StateReward(), cfg)  # fmt: skip
+        kept = sorted(set(out["states"][:, 1].long().tolist()))
+        assert kept == [0, 1, 2, 3, 4], f"the penalised returns rank the trajectories: {kept}"
+
+    def test_uncertainty_halt_ends_a_trajectory_before_its_first_crossing(self):
+        """uncertainty_halt X: trajectory j (u = (start_j + i) / 10 at step i) keeps exactly its
+        steps before the first i with u > X; one that starts above X gives no transition; the
+        rewards are not penalised (penalty 0)."""
+        start = torch.tensor([0.0, 2, 4, 6, 8])
+        s0 = torch.stack([start, torch.arange(5.0)], 1)
+        cfg = tiny_cfg(horizon=8, iterations=0, keep_ratio=1.0, uncertainty_halt=0.55)
+        out, stats = D.synthesise(s0, lambda s: torch.zeros(*s.shape[:-1], 1), UncertainCounter(),
+                                  None, StateReward(), cfg)  # fmt: skip
+        for j, s in enumerate(start.tolist()):
+            steps = (counter_rows(out, j)["states"][:, 0] - s).long().tolist()
+            want = [i for i in range(cfg.horizon - 1) if s + i <= 5.5]
+            assert steps == want, f"trajectory {j} (start {s}): steps {want}, got {steps}"
+        assert torch.equal(out["rewards"], out["states"][:, 0] * 10 + 1), "no penalty"
+        assert stats["kept_transitions"] == len(out["states"])
+
+    def test_uncertainty_that_is_zero_changes_no_number(self):
+        """With every member equal (u = 0 everywhere) the remedy switched on gives a seeded
+        synthesis round bit for bit the one with it off: u draws no random number."""
+        cfg = tiny_cfg(horizon=6, iterations=1)
+        dyn = D.build_dynamics(cfg, S_DIM, A_DIM)
+        with torch.no_grad():
+            for p in dyn.net.parameters():
+                p.copy_(p[:1].expand_as(p))
+        dm, reward = D.build_diffusion(cfg, S_DIM, A_DIM), D.build_reward_model(cfg, S_DIM, A_DIM)
+        s0 = torch.randn(16, S_DIM)
+        results = []
+        for changes in ({}, dict(uncertainty_penalty=3.0, uncertainty_halt=1e-6)):
+            torch.manual_seed(5)
+            results.append(D.synthesise(s0, policy, dyn, dm, reward, tiny_cfg(horizon=6,
+                                        iterations=1, **changes)))  # fmt: skip
+        (off, off_stats), (on, on_stats) = results
+        for k in off:
+            assert torch.equal(off[k], on[k]), f"{k}: the same with u = 0"
+        assert off_stats == on_stats
 
 
 def short_run(seed: int):

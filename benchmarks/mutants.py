@@ -220,6 +220,22 @@ MUTANTS = [
     ("Synthesise: the terminal transition itself dropped", "TestRolloutAndFilter",
      "valid = (torch.cumsum(dones.int(), 1) - dones.int()) == 0",
      "valid = torch.cumsum(dones.int(), 1) == 0"),
+    ("Uncertainty: the penalty added to the reward", "TestRolloutAndFilter",
+     "rewards = rewards - cfg.uncertainty_penalty * u",
+     "rewards = rewards + cfg.uncertainty_penalty * u"),
+    ("Uncertainty: the halt keeps the step that crosses", "TestRolloutAndFilter",
+     "valid &= (u > cfg.uncertainty_halt).cumsum(1) == 0",
+     "valid &= ((u > cfg.uncertainty_halt).cumsum(1) - (u > cfg.uncertainty_halt).int()) == 0"),
+    ("Uncertainty: computed with the remedy off too", "TestRolloutAndFilter",
+     "if cfg.uncertainty_penalty or cfg.uncertainty_halt:  # departure 11", "if True:"),
+    ("Uncertainty: in raw units, not the data's state stds", "TestDynamicsAndReward",
+     "gap = (mean - mean.mean(0)) / self.input_norm.scale[: mean.shape[-1]]",
+     "gap = mean - mean.mean(0)"),
+    ("Uncertainty: every member, not the elites", "TestDynamicsAndReward",
+     "mean = mean[self.elites]  # [elites, B, S]", "mean = mean  # [elites, B, S]"),
+    ("Uncertainty: the mean gap, not the largest", "TestDynamicsAndReward",
+     "return gap.norm(dim=-1).max(0).values.reshape(sa.shape[:-1])",
+     "return gap.norm(dim=-1).mean(0).reshape(sa.shape[:-1])"),
 ]  # fmt: skip
 
 
