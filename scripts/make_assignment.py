@@ -74,8 +74,8 @@ GUIDE = {
         "Why must a training window of the diffusion model never cross an episode's end?",
         "A synthetic buffer is a FIFO: what does the agent lose, and gain, by forgetting the "
         "oldest synthetic rows?"]),
-    "TestDiffusion": ("DDPM (Ho et al. 2020): the forward process, the posterior q(x_t-1 | x_t, x0), "
-                      "ancestral sampling; inpainting", [
+    "TestDiffusion": ("DDPM (Ho et al. 2020): the forward process, the posterior "
+                      "q(x_t-1 | x_t, x0), ancestral sampling; inpainting", [
         "Inpainting fixes s0 and every action: which distribution does the DM then sample, and why "
         "does that let DyDiff inject its policy?",
         "Why does the sampler use the EMA copy of the denoiser rather than the trained one?",
@@ -267,7 +267,8 @@ def select_tests(source: str, classes: list[str], functions: list[str], keep=Non
     if doc is None:
         doc = (f'"""Tests that grade {", ".join(functions)}: {", ".join(classes)}.\n\n'
                f"    python -m pytest -q test_dydiff.py              # every test given\n"
-               f"    python -m pytest -q test_dydiff.py -x -k {classes[0]}   # to the first failure\n"
+               f"    python -m pytest -q test_dydiff.py -x -k {classes[0]}   # to the first "
+               f"failure\n"
                f'"""')  # fmt: skip
     return doc + "\n\n" + "\n".join(imports) + "\n\n" + "".join(rest) + "\n"
 

@@ -96,7 +96,8 @@ def test_the_leak_check_sees_through_renames_and_reformatting(tmp_path):
     assert MA.leaks(SOURCE, ["TD3BC.update"], {"student/test_dydiff.py": TESTS}) == []
     assert MA.leaks(SOURCE, ["window_starts"], {"x.py": TESTS + RENAMED}) == [], "not its body"
     with pytest.raises(MA.AssignmentError, match="the student's folder would hold the solution"):
-        used = TESTS.replace("class TestTD3BC:\n", f"{RENAMED}\n\nclass TestTD3BC:\n    ref = target_of\n")
+        helper = f"{RENAMED}\n\nclass TestTD3BC:\n    ref = target_of\n"  # used by the class
+        used = TESTS.replace("class TestTD3BC:\n", helper)
         MA.build(["TD3BC.update"], tmp_path / "hw", tests=used)
     assert not (tmp_path / "hw").exists(), "a leaking assignment is not written"
 

@@ -108,8 +108,8 @@ def run_tests(module: Path, config: dict, timeout: float, total: float) -> tuple
                    PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=str(tmp),
                    PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")  # fmt: skip
         note = ""
-        proc = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(command, cwd=tmp, env=env, stdout=subprocess.PIPE, text=True,
+                                stderr=subprocess.STDOUT, start_new_session=True)
         try:
             output, _ = proc.communicate(timeout=total)
         except subprocess.TimeoutExpired:
@@ -174,7 +174,9 @@ def score(results: dict, config: dict, note: str) -> dict:
 
 def grade_one(folder: Path, config: dict, timeout: float, total: float) -> dict:
     module = find_module(folder) if folder.is_dir() else None
-    if module is None:
+    if not config["tests"]:
+        results, note = {}, "points.json lists no test"
+    elif module is None:
         results, note = {}, f"no {MODULE} in the submission"
     else:
         results, note = run_tests(module, config, timeout, total)
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, help="with --submission: the results.json to write")
     parser.add_argument("--timeout", type=float, help="seconds per test (points.json's default)")
     parser.add_argument("--total-timeout", type=float,
-                        help="seconds per submission for the whole run (points.json's default)")  # fmt: skip
+                        help="seconds per submission for the whole run (points.json's default)")
     args = parser.parse_args(argv)
     try:
         config = load_config()
