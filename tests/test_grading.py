@@ -81,13 +81,20 @@ def test_the_seed_chooses_the_hidden_inputs_and_the_hidden_tests_copy_no_visible
     graded = {m.name for c in ast.parse(a).body if isinstance(c, ast.ClassDef) for m in c.body
               if isinstance(m, ast.FunctionDef) and m.name.startswith("test")}  # fmt: skip
     assert graded and all("window" in name for name in graded), f"only window_starts': {graded}"
-    # no hidden test repeats a visible one, and no helper the visible tests define is reused
-    hidden = MA.hidden_tests(list(MA.READY), 0)
+    # no hidden test repeats a visible one, whatever its names and layout
     keep = set(dir(builtins)) | {"torch", "np", "nn", "pytest"}
-    visible = MA.statement_forms(TESTS, keep)
-    copied = [ast.unparse(s)[:60] for f, s in MA.statement_forms(hidden, keep).items()
-              if f in visible and isinstance(s, ast.FunctionDef)]  # fmt: skip
+
+    def bodies(source):
+        return {MA.canonical(m.body, keep, {"D"}, {}): m.name for c in ast.parse(source).body
+                if isinstance(c, ast.ClassDef) for m in c.body
+                if isinstance(m, ast.FunctionDef) and m.name.startswith("test")}  # fmt: skip
+
+    hidden, visible = bodies(MA.hidden_tests(list(MA.READY), 0)), bodies(TESTS)
+    assert len(hidden) >= 20, f"hidden tests of every ready assignment: {len(hidden)}"
+    copied = [name for form, name in hidden.items() if form in visible]
     assert copied == [], f"hidden tests copied from the visible ones: {copied}"
+    renamed = TESTS.replace("def test_", "def test_copy_").replace("horizon", "h")
+    assert len(set(bodies(renamed)) & set(visible)) > 50, "a renamed copy is seen"
 
 
 def test_the_leak_check_sees_through_renames_and_reformatting(tmp_path):
