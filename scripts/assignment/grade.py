@@ -130,11 +130,13 @@ def run_tests(module: Path, config: dict, timeout: float, total: float) -> tuple
             old = results.get(rec["nodeid"], ("not run", ""))
             if old[0] != "failed" and (rec["when"] == "call" or outcome != "passed"):
                 results[rec["nodeid"]] = (outcome, message)  # a failed setup or teardown stays
+        tail = [ln for ln in (output or "").strip().splitlines() if ln.strip()][-1:] or ["no output"]
         if collect:
             note = f"does not import: {one_line(collect[0])}"
         elif not lines and not note:
-            tail = [ln for ln in output.strip().splitlines() if ln.strip()][-1:] or ["no output"]
             note = f"the tests did not run (exit {proc.returncode}): {one_line(tail[0])}"
+        elif not note and proc.returncode not in (0, 1):  # e.g. os._exit() in a test
+            note = f"the run ended early (exit {proc.returncode})"
         return results, note
 
 
