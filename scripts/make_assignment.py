@@ -450,6 +450,7 @@ def instructor_readme(functions: list[str], seed: int, points: dict, hidden: int
         "```",
         "python grade.py SUBMISSIONS --out GRADES   # SUBMISSIONS/<student>/dydiff.py",
         "python grade.py --submission DIR --results results.json   # one submission",
+        "python grade.py --submission solution --results /tmp/check.json  # full marks: check",
         "```", "",
         f"{len(points['tests'])} graded tests, {total:g} points ({hidden} hidden tests); "
         "`points.json` gives each test's points (edit it to weigh them; a parametrised test's "
