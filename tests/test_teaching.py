@@ -1,7 +1,8 @@
 """Tests of the teachers' tools and of test_dydiff.py's promises: scripts/make_assignment.py (each
-ready assignment's tests fail on its blank within 10 s and pass on the solution; the folder holds
-no solution; bad input is one line), benchmarks/mutants.py (a textbook bug is caught; a mutation
-whose text is gone stops it), and test_dydiff.py's imports (it runs beside dydiff.py alone)."""
+ready assignment's tests fail on its blank within 10 s and pass on the solution; the student's
+folder holds no solution; bad input is one line), benchmarks/mutants.py (a textbook bug is caught;
+a mutation whose text is gone stops it), and test_dydiff.py's imports (it runs beside dydiff.py
+alone). The instructor's kit and the grader: tests/test_grading.py."""
 
 import ast
 import os
@@ -18,14 +19,17 @@ SOURCE = (HERE / "dydiff.py").read_text()
 
 
 def solution_lines(function: str) -> list[str]:
-    """The statements of the function's body (after its docstring) found nowhere else in
-    dydiff.py, 20 characters or longer, not a `for`/`with`/`if` header."""
-    node = MA.find_function(ast.parse(SOURCE), function)[0]
-    first = node.body[1] if ast.get_docstring(node) is not None else node.body[0]
+    """The statements of the function's body (after its docstring), and of the functions blanked
+    with it, found nowhere else in dydiff.py, 20 characters or longer, not a header."""
     everywhere = [line.strip() for line in SOURCE.splitlines()]
-    lines = [line.strip() for line in SOURCE.splitlines()[first.lineno - 1 : node.end_lineno]]
-    return [line for line in lines if len(line) >= 20 and everywhere.count(line) == 1
-            and not line.endswith(":")]  # fmt: skip
+    out = []
+    for name in MA.with_companions([function]):
+        node = MA.find_function(ast.parse(SOURCE), name)[0]
+        first = node.body[1] if ast.get_docstring(node) is not None else node.body[0]
+        lines = [line.strip() for line in SOURCE.splitlines()[first.lineno - 1 : node.end_lineno]]
+        out += [line for line in lines if len(line) >= 20 and everywhere.count(line) == 1
+                and not line.endswith(":")]  # fmt: skip
+    return out
 
 
 def imported_modules(path) -> set[str]:
@@ -53,11 +57,16 @@ def test_test_dydiff_imports_only_torch_numpy_pytest_the_stdlib_and_dydiff():
 def test_a_ready_assignment_fails_on_its_blank_within_10_s_and_holds_no_solution(
     function, tmp_path, capsys
 ):
-    out = tmp_path / "hw"
-    assert MA.main([function, "--out", str(out)]) == 0
+    assert MA.main([function, "--out", str(tmp_path / "hw")]) == 0
+    out = tmp_path / "hw" / "student"
     component = MA.component(SOURCE, ast.parse(SOURCE), function)
     assert f"graded by {component}" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "dydiff.py", "test_dydiff.py"]
+    kit = sorted(str(p.relative_to(tmp_path / "hw" / "instructor"))
+                 for p in (tmp_path / "hw" / "instructor").rglob("*") if p.is_file())  # fmt: skip
+    assert kit == ["README.md", "grade.py", "points.json", "requirements.txt", "run_autograder",
+                   "setup.sh", "solution/dydiff.py", "tests/test_dydiff.py",
+                   "tests/test_hidden.py"], kit  # fmt: skip
     # the blank keeps the signature, the decorators and the docstring; its body is the TODO
     given = MA.find_function(ast.parse((out / "dydiff.py").read_text()), function)[0]
     solution = MA.find_function(ast.parse(SOURCE), function)[0]
@@ -107,8 +116,8 @@ def test_a_collection_error_is_reported_with_its_reason(tmp_path, capsys, in_pro
 @pytest.mark.slow
 def test_the_assignments_tests_pass_on_the_solution(tmp_path):
     """Every ready function blanked at once; then, the solution put back, its tests pass."""
-    out = tmp_path / "hw"
-    assert MA.main([*MA.READY, "--out", str(out)]) == 0
+    assert MA.main([*MA.READY, "--out", str(tmp_path / "hw")]) == 0
+    out = tmp_path / "hw" / "student"
     readme = (out / "README.md").read_text()
     assert all(f"`{f}`" in readme for f in MA.READY), "the README names every function to write"
     shutil.copy(HERE / "dydiff.py", out / "dydiff.py")  # the solution
@@ -117,8 +126,9 @@ def test_the_assignments_tests_pass_on_the_solution(tmp_path):
 
 
 def test_with_training_adds_the_training_tests(tmp_path, capsys):
-    out = tmp_path / "hw"
-    assert MA.main(["filter_trajectories", "synthesise", "--out", str(out), "--with-training"]) == 0
+    assert MA.main(["filter_trajectories", "synthesise", "--out", str(tmp_path / "hw"),
+                    "--with-training"]) == 0  # fmt: skip
+    out = tmp_path / "hw" / "student"
     classes = [n.name for n in ast.parse((out / "test_dydiff.py").read_text()).body
                if isinstance(n, ast.ClassDef) and n.name.startswith("Test")]  # fmt: skip
     assert classes == ["TestRolloutAndFilter", "TestTraining"], classes
@@ -147,6 +157,8 @@ def test_assignment_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         (["TD3BC.update", "--out", str(a_file)], "is a file"),
         (["TD3BC.update", "--out", str(a_file / "sub")], "cannot write to"),
         (["TD3BC.update", "--out", out, "--bogus"], "unrecognized arguments: --bogus"),
+        (["TD3BC.update", "--out", out, "--seed", "-1"], "--seed must be a non-negative integer"),
+        (["TD3BC.update", "--out", out, "--seed", "x"], "invalid int value: 'x'"),
     ]
     for argv, message in cases:
         with pytest.raises(SystemExit) as e:
@@ -156,8 +168,7 @@ def test_assignment_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
         assert message in err, (argv, err)
     assert not (tmp_path / "hw").exists() and [p.name for p in full.iterdir()] == ["mine.txt"]
     assert MA.main(["TD3BC.update", "--out", str(full), "--force"]) == 0
-    assert sorted(p.name for p in full.iterdir()) == [
-        "README.md", "dydiff.py", "mine.txt", "test_dydiff.py"]  # fmt: skip
+    assert sorted(p.name for p in full.iterdir()) == ["instructor", "mine.txt", "student"]
     assert MA.main(["--list"]) == 0 and "TD3BC.update" in capsys.readouterr().out
 
 
