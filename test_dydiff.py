@@ -783,7 +783,7 @@ class TestDynamicsAndReward:
         out = {}
         monkeypatch.setattr(model, "forward", lambda x: out["mean_logvar"])
         out["mean_logvar"] = (delta.clone(), torch.zeros_like(delta))  # NLL 0
-        layers = [m for m in model.net if isinstance(m, D.EnsembleLinear)]
+        layers = list(model.net)[::2]  # EnsembleLinear, activation, ..., EnsembleLinear
         with torch.no_grad():
             model.max_logvar.fill_(0.5), model.min_logvar.fill_(-4.0)  # sum difference 2 x 4.5
             for i, layer in enumerate(layers):
@@ -1392,7 +1392,8 @@ class TestRolloutAndFilter:
         out = D.clip_to_data(states, s0, norm)
         assert out.shape == states.shape, f"shape [N, H, S] kept: {tuple(out.shape)}"
         assert torch.equal(out[:, 0], s0), "row 0 is exactly the real s0 (even outside the limits)"
-        lo, hi = (norm.shift - norm.scale)[:S_DIM], (norm.shift + norm.scale)[:S_DIM]
+        ends = norm.unnormalize(torch.tensor([[-1.0] * 3, [1.0] * 3]))[:, :S_DIM]  # [-1, 1] back
+        lo, hi = ends  # the normaliser's state limits
         rows, given_rows = out[:, 1:], states[:, 1:]
         assert ((rows >= lo) & (rows <= hi)).all(), (
             f"rows 1.. inside the state limits {lo.tolist()} .. {hi.tolist()}: got "
@@ -1431,7 +1432,7 @@ class TestRolloutAndFilter:
         N)) distinct trajectories, none worse than any it drops."""
         r = torch.tensor(returns, dtype=torch.float32)
         idx = D.filter_trajectories(r, keep, "hardmax")
-        k = max(1, round(keep * len(r)))
+        k = round(keep * len(r)) or 1  # at least one
         assert len(idx) == k and len(set(idx.tolist())) == k, (
             f"hardmax keeps k = max(1, round({keep:.3f} x {len(r)})) = {k} distinct, got "
             f"{idx.tolist()}"

@@ -48,6 +48,8 @@ READY = {
     "GaussianDiffusion.condition_mask": "what DyDiff conditions its DM on: s0 and every action",
     "EnsembleDynamics.loss": "the Gaussian negative log-likelihood of a probabilistic ensemble",
     "EnsembleDynamics.predict": "prediction with a random elite member of an ensemble",
+    "EnsembleDynamics.uncertainty": "a model's uncertainty from its ensemble's disagreement, in the "
+    "data's units (our remedy for model exploitation: departure 11)",
     "TD3BC.update": "TD3's critic target (smoothing, twin minimum, discount, terminals), "
     "TD3+BC's actor loss with lambda, delayed and soft target updates",
     "dydiff_rollout": "DyDiff's policy injection: a model rollout, then M rounds of DM inpainting, "
@@ -67,7 +69,7 @@ COMPANIONS = {"TD3BC.update": ("TD3BC.critic_target",)}
 HOURS = {"window_starts": 1, "ReplayBuffer.add": 1, "sample_mixed": 1, "GaussianDiffusion.loss": 2,
          "GaussianDiffusion.sample": 3, "GaussianDiffusion.update_ema": 0.5,
          "GaussianDiffusion.condition_mask": 0.5, "EnsembleDynamics.loss": 1.5,
-         "EnsembleDynamics.predict": 1, "TD3BC.update": 3, "dydiff_rollout": 3, "clip_to_data": 0.5,
+         "EnsembleDynamics.predict": 1, "EnsembleDynamics.uncertainty": 1, "TD3BC.update": 3, "dydiff_rollout": 3, "clip_to_data": 0.5,
          "filter_trajectories": 1.5, "synthesise": 2}  # fmt: skip
 GUIDE = {
     "TestData": ("numpy and torch indexing; what an episode and a transition are in offline RL", [
@@ -82,7 +84,9 @@ GUIDE = {
         "With very few sampling steps the samples are less spread than the data: why?"]),
     "TestDynamicsAndReward": ("maximum likelihood for a Gaussian; ensembles (MBPO, MOPO)", [
         "Why does the NLL have a log-variance term, and what does a model do without it?",
-        "Why predict with a random elite rather than the ensemble's mean?"]),
+        "Why predict with a random elite rather than the ensemble's mean?",
+        "Where should an ensemble's members disagree most, and why is that a reason to distrust a "
+        "synthetic transition there (MOPO's penalty)?"]),
     "TestTD3BC": ("TD3 (Fujimoto et al. 2018) and TD3+BC (Fujimoto & Gu 2021); target networks", [
         "What does the minimum of the twin target critics guard against, and at what cost?",
         "Why is lambda = alpha / mean|Q| detached, and what would its gradient do?",
@@ -417,7 +421,7 @@ def readme(functions: list[str], classes: dict[str, str], with_training: bool) -
         lines.append(f"- `{f}`{also}, graded by `{classes[f]}`" + (f": {lesson}" if lesson else ""))
     lines += ["", "## Before you start", ""]
     lines += [f"- {GUIDE[c][0]}" for c in comps if c in GUIDE]
-    lines += ["- Python 3.10+ and `pip install torch numpy pytest` (a CPU is enough).", "",
+    lines += ["- Python 3.10+ and `pip install torch numpy pytest hypothesis` (a CPU is enough).", "",
               f"Expected time: about {hours:g} hour(s), reading included.", "",
               "## Run the tests", "",
               "Each test's name and message state the rule it checks:", "", "```",

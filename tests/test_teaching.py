@@ -44,10 +44,10 @@ def imported_modules(path) -> set[str]:
     return names
 
 
-ALLOWED = {"torch", "numpy", "pytest", "dydiff"} | set(sys.stdlib_module_names)
+ALLOWED = {"torch", "numpy", "pytest", "hypothesis", "dydiff"} | set(sys.stdlib_module_names)
 
 
-def test_test_dydiff_imports_only_torch_numpy_pytest_the_stdlib_and_dydiff():
+def test_test_dydiff_imports_only_torch_numpy_pytest_hypothesis_the_stdlib_and_dydiff():
     extra = imported_modules(HERE / "test_dydiff.py") - ALLOWED
     assert extra == set(), f"test_dydiff.py must run beside dydiff.py alone; it imports {extra}"
 

@@ -1,12 +1,8 @@
-"""Hidden tests of an assignment: the template scripts/make_assignment.py fills in.
-
-The builder keeps the assigned components' classes and, in them, the tests that grade an assigned
-function (`@grades(...)`), writes the teacher's --seed into SEED and puts the file in
-DIR/instructor/tests/test_hidden.py. Every input comes from SEED and the test's name: the same seed
-gives the same tests and marks, and this template does not tell the cases. Properties or small
-reference computations written here, on inputs other than the visible tests'; each test stubs
-what its function calls, so a blank elsewhere does not fail it. Imports: torch, numpy, pytest,
-the standard library and dydiff.
+"""Hidden tests of an assignment: the template scripts/make_assignment.py fills in. It keeps the
+tests that grade an assigned function (`@grades(...)`), writes the teacher's --seed into SEED
+(every input comes from SEED and the test's name: the same seed, the same marks; this file does
+not tell the cases) and writes DIR/instructor/tests/test_hidden.py. Properties or small reference
+computations, on other inputs than the visible tests'; each test stubs what its function calls.
 """
 
 import copy
@@ -201,8 +197,7 @@ class TestDiffusionHidden:
     @grades("GaussianDiffusion.sample")
     @pytest.mark.parametrize("predict_epsilon", [False, True])
     def test_each_step_draws_from_the_posterior(self, predict_epsilon):
-        """Between two denoiser calls x_{t-1} = c0 clamp(x0_hat) + ct x_t + std z with z ~ N(0, 1),
-        read back from the recorded inputs; the last step adds no noise."""
+        """x_{t-1} = c0 clamp(x0_hat) + ct x_t + std z, z ~ N(0, 1), from the recorded inputs."""
         dm = self.model(h=6, d=3, n_steps=6, predict_epsilon=predict_epsilon)
         dm.denoiser = None  # the sampler uses the EMA copy
         mask = torch.zeros(6, 3, dtype=torch.bool)
@@ -325,6 +320,21 @@ class TestDynamicsAndRewardHidden:
             f"{sorted(set(used.tolist()))}"
         )
 
+    @grades("EnsembleDynamics.uncertainty")
+    @pytest.mark.parametrize("case", range(CASES))
+    def test_uncertainty_matches_a_reference(self, case):
+        rng = rng_for("uncertainty", case)
+        n_members, s_dim = int(rng.integers(3, 8)), int(rng.integers(1, 5))
+        model = D.EnsembleDynamics(s_dim, 2, n_members, n_elites=3, hidden=8)
+        model.elites.copy_(torch.as_tensor(rng.permutation(n_members)[:3].copy()))
+        sa = torch.cat([far(torch.randn(40, s_dim)) * rng.uniform(0.5, 3), torch.rand(40, 2)], -1)
+        model.input_norm.fit_zscore(sa)
+        mean = model(sa.expand(n_members, -1, -1))[0][model.elites].detach()  # [3, 40, S]
+        want = ((mean - mean.mean(0)) / model.input_norm.scale[:s_dim]).norm(dim=-1).amax(0)
+        got = model.uncertainty(sa.reshape(8, 5, -1))
+        assert got.shape == (8, 5) and torch.allclose(got.reshape(-1), want, 1e-4, 1e-6), (
+            "u(s, a) keeps sa's leading shape: the elites' largest distance from their mean "
+            "prediction, each state dimension in units of the data's std")
 
 class TestTD3BCHidden:
     """TD3's critic target and the TD3+BC update against a reference step written here."""
@@ -390,8 +400,7 @@ class TestTD3BCHidden:
                 assert top <= 1 - level + 1e-5, f"a' is clipped to [-1, 1]: {top + level:.3f}"
 
     def reference_update(self, agent, batch):
-        """One TD3+BC update by hand on a copy: the critic step, then at every policy_freq-th
-        update the actor step and the soft target updates."""
+        """One TD3+BC update by hand on a copy: critics; each policy_freq-th, actor and targets."""
         ref, cfg = copy.deepcopy(agent), agent.cfg
         y = self.target(ref, batch)
         s = (batch["states"] - ref.state_norm.shift) / ref.state_norm.scale
@@ -421,8 +430,7 @@ class TestTD3BCHidden:
     @grades("TD3BC.update", "TD3BC.critic_target")
     @pytest.mark.parametrize("case", range(CASES))
     def test_two_updates_match_a_reference(self, case):
-        """policy_freq 2: the first update trains the critics only, the second the actor too, then
-        moves the targets tau of the way; every weight matches the reference."""
+        """policy_freq 2: update 1 trains the critics, update 2 the actor and the targets too."""
         agent, batch = self.agent(case, policy_freq=2)
         nets = ("actor", "q1", "q2", "actor_target", "q1_target", "q2_target")
         for step in (1, 2):
@@ -464,8 +472,7 @@ class RecordingDM:
 
 
 class TestRolloutAndFilterHidden:
-    """dydiff_rollout, clip_to_data, filter_trajectories and synthesise against references written
-    here, with stub models."""
+    """dydiff_rollout, clip_to_data, the filter and synthesise against references, stub models."""
 
     @grades("dydiff_rollout")
     @pytest.mark.parametrize("iterations", [0, 1, 2, 4])
@@ -510,8 +517,7 @@ class TestRolloutAndFilterHidden:
         s0 = far(torch.randn(n, s_dim))  # s0 may lie outside the limits: it stays as it is
         out = D.clip_to_data(states, s0, norm)
         assert out.shape == states.shape and torch.equal(out[:, 0], s0), "row 0 is exactly s0"
-        want = torch.where(states < lo[:s_dim], lo[:s_dim], states)
-        want = torch.where(want > hi[:s_dim], hi[:s_dim], want)
+        want = torch.minimum(torch.maximum(states, lo[:s_dim]), hi[:s_dim])
         err = (out[:, 1:] - want[:, 1:]).abs().max().item()
         assert err < 1e-3, f"rows 1+: each state dim clipped to its [lo, hi]: max error {err:.3g}"
 
@@ -532,8 +538,7 @@ class TestRolloutAndFilterHidden:
 
     @grades("filter_trajectories")
     def test_softmax_draws_by_the_floored_probabilities(self):
-        """With keep_ratio such that one is kept, each index is drawn with probability
-        softmax(z / T) (1 - 1e-6) + 1e-6 / N, z the standardised returns."""
+        """One kept of 6: i drawn w.p. softmax(z / T)_i (1 - 1e-6) + 1e-6 / N, z standardised."""
         returns = far(torch.tensor([0.0, 0.3, -0.2, 0.5, 0.1, -0.4]))
         z = (returns - returns.mean()) / returns.std(unbiased=False)
         p = torch.softmax(z / 0.8, 0) * (1 - 1e-6) + 1e-6 / 6
@@ -555,7 +560,6 @@ class TestRolloutAndFilterHidden:
         cfg = D.Config(horizon=h, iterations=0, keep_ratio=keep, filter="hardmax")
         start = torch.as_tensor(rng.permutation(40)[:n], dtype=torch.float32) * 0.5 - 10
         s0 = torch.stack([start, torch.arange(n, dtype=torch.float32)], 1)  # (position, id)
-
         step = SimpleNamespace(predict=lambda s, a: s + torch.tensor([1.5, 0.0]))  # s' = s + 1.5
         # r(s, a) = position^2 / 10 - a + id / 77 (no two returns tie)
         reward = SimpleNamespace(
