@@ -140,8 +140,8 @@ class ReplayBuffer:
 
 def sample_mixed(real: ReplayBuffer, synthetic: ReplayBuffer, n: int, real_ratio: float):
     """A batch {key: [n, .]}: round(n * real_ratio) rows drawn at random from `real`, the rest from
-    `synthetic`. All n are real while the synthetic buffer holds fewer than n rows (departure 8:
-    the authors' warm-up ends at one batch's synthetic share, 102 rows)."""
+    `synthetic`. All n are real while the synthetic buffer holds fewer than n rows
+    (departure 8: the authors' warm-up ends at one batch's synthetic share, 102 rows)."""
     if synthetic.size < n or real_ratio == 1:
         return real.sample(n)
     n_real = round(n * real_ratio)
