@@ -3,6 +3,7 @@
     python benchmarks/mutants.py                  # every mutation; writes results/mutants.json
     python benchmarks/mutants.py --only "TD3 target: max of the twin critics"
     python benchmarks/mutants.py --blanks         # also blank each ready assignment
+    python benchmarks/mutants.py --hidden         # also the assignment's hidden tests (seed 0)
     python benchmarks/mutants.py --list
 
 A mutation is one small source edit of dydiff.py (a string replaced), a bug from the textbook or
@@ -12,7 +13,10 @@ the mutation is caught when they fail. The table gives the time to the first fai
 the Python start included) and the test that failed. The unmutated copy must pass each class.
 --blanks does the same for each ready assignment of scripts/make_assignment.py (the function's
 body replaced by its TODO) and also runs every other class but TestTraining, which must pass:
-a student's blank fails only its own component's tests.
+a student's blank fails only its own component's tests. --hidden also runs, for a mutation inside
+a ready assignment's function (or a function blanked with it), that assignment's hidden tests
+(scripts/make_assignment.py's hidden_tests, seed 0) and reports per assignment how many
+mutations the visible tests catch, and the visible and hidden ones together (the grader's view).
 
 Every listed mutation must be caught. When dydiff.py changes, a mutation whose text is gone (or
 is there twice) stops the benchmark: "mutation no longer applies: <name>"; update its text.
@@ -22,6 +26,7 @@ The tests run with one thread (OMP_NUM_THREADS=1).
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import datetime
 import importlib.util
@@ -329,6 +334,17 @@ def assignment_tool():
     return module
 
 
+def assignment_of(source: str, old: str, tool) -> str | None:
+    """The ready assignment whose blanked functions hold the mutated text, or None."""
+    line = source[: source.index(old)].count("\n") + 1
+    owner = {}
+    for name in tool.READY:  # a function and those blanked with it (TD3BC.update: critic_target)
+        for f in tool.with_companions([name]):
+            node = tool.find_function(ast.parse(source), f)[0]
+            owner[(node.lineno, node.end_lineno)] = name
+    return next((a for (lo, hi), a in owner.items() if lo <= line <= hi), None)
+
+
 def commit() -> str:
     cmd = ["git", "-C", str(ROOT), "describe", "--always", "--dirty"]
     return subprocess.run(cmd, capture_output=True, text=True).stdout.strip() or "?"
@@ -341,11 +357,28 @@ def cpu() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
+def per_assignment(rows: list[dict]) -> dict:
+    """Per ready assignment: its mutations, caught by the visible tests, by visible + hidden."""
+    table = {}
+    for r in rows:
+        if a := r.get("assignment"):
+            t = table.setdefault(a, dict(mutations=0, visible=0, hidden=0, visible_and_hidden=0))
+            t["mutations"] += 1
+            t["visible"] += r["caught"]
+            t["hidden"] += r["caught_hidden"]
+            t["visible_and_hidden"] += r["caught"] or r["caught_hidden"]
+    for a, t in table.items():
+        print(f"{a:34} {t['mutations']:3} mutations: visible {t['visible']}, hidden alone "
+              f"{t['hidden']}, visible + hidden {t['visible_and_hidden']}")
+    return table
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help="run this mutation only (may be given again)")  # fmt: skip
     parser.add_argument("--blanks", action="store_true", help="also blank each ready assignment")
+    parser.add_argument("--hidden", action="store_true", help="also the hidden tests (seed 0)")
     parser.add_argument("--list", action="store_true", help="list the mutations and exit")
     parser.add_argument("--out", type=Path, default=ROOT / "results", help="folder of mutants.json")
     args = parser.parse_args(argv)
@@ -360,6 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [m for m in MUTANTS if not args.only or m[0] in args.only]
     mutated = [(name, comp, mutate(source, name, old, new)) for name, comp, old, new in chosen]
     rows, baseline, blanks = [], {}, []
+    tool = assignment_tool() if args.hidden or args.blanks else None
+    owners = {m[0]: assignment_of(source, m[2], tool) for m in chosen} if args.hidden else {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for comp in sorted({c for _, c, _ in mutated}):  # the tests pass on the real module
@@ -373,10 +408,16 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(dict(mutation=name, component=comp, caught=not result["passed"],
                              seconds=result["seconds"], test_seconds=result["test_seconds"],
                              first_failure=first.get("test"), message=first.get("message")))
+            if owners.get(name):  # the assignment's hidden tests, beside the mutated module
+                folder = tmp / f"m{i}"
+                (folder / "test_hidden.py").write_text(tool.hidden_tests([owners[name]], 0))
+                hidden = run_tests(folder, ["test_hidden.py"])
+                rows[-1] |= dict(assignment=owners[name], caught_hidden=not hidden["passed"])
             print(f"{'caught' if rows[-1]['caught'] else 'MISSED'} {result['seconds']:6.1f} s  "
-                  f"{name}  <- {first.get('test', '-')}", flush=True)  # fmt: skip
+                  f"{name}  <- {first.get('test', '-')}"
+                  + (f"  (hidden: {'caught' if rows[-1]['caught_hidden'] else 'missed'})"
+                     if "caught_hidden" in rows[-1] else ""), flush=True)  # fmt: skip
         if args.blanks:
-            tool = assignment_tool()
             classes = sorted(set(tool.SECTION_TESTS.values()) - {"TestTraining"})
             for i, function in enumerate(tool.READY):
                 comp = tool.component(source, tool.ast.parse(source), function)
@@ -394,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"blank {function}: own {'fails' if not own['passed'] else 'PASSES'} "
                       f"({own['seconds']} s), other classes {verdict}", flush=True)  # fmt: skip
     record = dict(
-        command="python benchmarks/mutants.py" + (" --blanks" if args.blanks else ""),
+        command="python benchmarks/mutants.py" + (" --blanks" if args.blanks else "")
+        + (" --hidden" if args.hidden else ""),
         commit=commit(),
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         cpu=cpu(), threads=1, load_average=[round(x, 2) for x in os.getloadavg()],
@@ -403,6 +445,7 @@ def main(argv: list[str] | None = None) -> int:
              "times are not speed measurements",
         unmutated={c: dict(passed=b["passed"], seconds=b["seconds"]) for c, b in baseline.items()},
         mutants=rows, **({"blanks": blanks} if args.blanks else {}),
+        **({"per_assignment": per_assignment(rows)} if args.hidden else {}),
     )  # fmt: skip
     if not args.only:
         args.out.mkdir(parents=True, exist_ok=True)
