@@ -184,3 +184,22 @@ def test_mutants_catch_a_bug_and_stop_on_a_mutation_gone_stale(tmp_path, monkeyp
         MU.main(["--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: mutation no longer applies: a bug whose")
+
+
+def test_mutants_know_which_assignment_a_bug_is_in(capsys):
+    """--hidden grades a bug with the hidden tests of the assignment whose blanked functions hold
+    it: critic_target's bug belongs to TD3BC.update (blanked together), a Normalizer bug to no
+    ready assignment; the table counts per assignment what each kind of test caught."""
+    source = (HERE / "dydiff.py").read_text()
+    text = {name: old for name, _, old, _ in MU.MUTANTS}
+    owner = lambda name: MU.assignment_of(source, text[name], MA)  # noqa: E731
+    assert owner("TD3 target: max of the twin critics") == "TD3BC.update"
+    assert owner("Uncertainty: the mean gap, not the largest") == "EnsembleDynamics.uncertainty"
+    assert owner("Filter: no floor of one trajectory") == "filter_trajectories"
+    assert owner(next(n for n in text if n.startswith("Normalizer"))) is None
+    rows = [dict(assignment="a", caught=True, caught_hidden=False),
+            dict(assignment="a", caught=False, caught_hidden=True),
+            dict(assignment="b", caught=False, caught_hidden=False), dict(caught=True)]
+    assert MU.per_assignment(rows) == {
+        "a": dict(mutations=2, visible=1, hidden=1, visible_and_hidden=2),
+        "b": dict(mutations=1, visible=0, hidden=0, visible_and_hidden=0)}
