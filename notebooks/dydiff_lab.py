@@ -28,7 +28,7 @@
 #   Colab has torch, numpy and matplotlib already.
 # - **The source of this notebook** is `notebooks/dydiff_lab.py` (jupytext percent format, plain
 #   text). Edit that file, then make the `.ipynb` again, without outputs:
-#   `jupytext --to ipynb notebooks/dydiff_lab.py`. `tests/test_notebook.py` checks that the two
+#   `jupytext --update --to ipynb notebooks/dydiff_lab.py`. `tests/test_notebook.py` checks that the two
 #   agree and runs the notebook with tiny settings (`DYDIFF_NOTEBOOK_QUICK=1`).
 
 # %%
@@ -84,7 +84,7 @@ print("code from:", *CODE_DIRS, "| quick:", QUICK)
 # command line runs. One thread, as the lab: the same seeds then give the same numbers.
 
 # %%
-import dataclasses
+import dataclasses  # noqa: F401 (the exercises at the end use it)
 import time
 
 import matplotlib.pyplot as plt

@@ -1,7 +1,7 @@
 """Tests of notebooks/dydiff_lab: the committed .ipynb is its jupytext source's, without outputs;
 the first code cell finds dydiff.py and lab.py where it says; the notebook runs with tiny settings.
 
-After editing notebooks/dydiff_lab.py: jupytext --to ipynb notebooks/dydiff_lab.py
+After editing notebooks/dydiff_lab.py: jupytext --update --to ipynb notebooks/dydiff_lab.py
 """
 
 import math
@@ -35,7 +35,7 @@ def first_code_cell(nb) -> str:
 def test_committed_ipynb_is_made_from_its_source_and_has_no_outputs():
     from_py, from_ipynb = jupytext.read(SOURCE), jupytext.read(NOTEBOOK)
     want, got = cells(from_py), cells(from_ipynb)
-    remake = "jupytext --to ipynb notebooks/dydiff_lab.py"
+    remake = "jupytext --update --to ipynb notebooks/dydiff_lab.py"
     assert len(got) == len(want), f"{len(got)} cells, the source {len(want)}: {remake}"
     for i, (g, w) in enumerate(zip(got, want)):
         assert g == w, f"cell {i} differs from {SOURCE.name}'s: {remake}"
