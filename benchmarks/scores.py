@@ -21,7 +21,8 @@ paired difference over the seeds both have, with every statistic of benchmarks/s
 and t intervals, sign-flip p, seeds ahead, the verdict). --driver SCRIPT runs SCRIPT instead of
 train_offline.py (same flags: an intervention such as benchmarks/relabelled_rollouts.py).
 --with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
-DyDiff, whose M is the default 2, as "M=2" of the ablation), without copying their files, and
+DyDiff, whose M is the default 2, as "M=2" of the ablation; GROUP/LABEL keeps the label's name, so
+final29/M=0 is that group's "M=0" and joins this group's "M=0"), without copying their files, and
 only on the seeds of this group's own runs (if it has any), so that every row covers the same seeds;
 with --aggregate-only, --seeds S... sets those seeds for every row instead (seeds 0-9 of one group
 and 10-19 of another make one row of 20).
@@ -147,9 +148,10 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
             runs.setdefault(r["label"], {})[r["seed"]] = r
     seeds = set(only_seeds) or {s for by_seed in runs.values() for s in by_seed}  # this group's
     for spec in with_runs:  # "scores/dydiff=M=2": the runs labelled dydiff in results/scores/
-        source, name = spec.split("=", 1)
-        other, label = source.split("/")
-        for r in read_runs(other, env):
+        other, rest = spec.split("/", 1)  # "final29/M=0": its label M=0 as it is (labels hold "=")
+        found = read_runs(other, env)
+        label, name = (rest, rest) if rest in {r["label"] for r in found} else rest.split("=", 1)
+        for r in found:
             if r["label"] == label and (r["seed"] in seeds or not seeds):
                 runs.setdefault(name, {})[r["seed"]] = r | {"label": name}
     runs = dict(sorted(runs.items()))  # labels in order: M=0, M=1, ... or dydiff, td3bc
@@ -228,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--label", help="name of these runs in tables and plots (default: the algo)")
     p.add_argument("--group", default="scores", help="results/<group>/ folder and file prefix")
     p.add_argument("--baseline", default="td3bc", help="label the others are compared with")
-    p.add_argument("--with-runs", nargs="+", default=[], metavar="GROUP/LABEL=NAME",
+    p.add_argument("--with-runs", nargs="+", default=[], metavar="GROUP/LABEL[=NAME]",
                    help="also aggregate these runs of another group, under NAME")
     p.add_argument("--aggregate-only", action="store_true")
     p.add_argument("--driver", default="train_offline.py",
@@ -242,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.label and len(args.algos) > 1:
         p.error("--label names the runs of one algo: give one --algos with it")
     for spec in args.with_runs:
-        if not re.fullmatch(r"[\w.-]+/[\w.-]+=[\w.=-]+", spec):
-            p.error(f"--with-runs {spec}: expected GROUP/LABEL=NAME (scores/dydiff=M=2)")
+        if not re.fullmatch(r"[\w.-]+/[\w.=-]+", spec):
+            p.error(f"--with-runs {spec}: expected GROUP/LABEL=NAME (scores/dydiff=M=2) or "
+                    "GROUP/LABEL (its own name)")
     if not args.aggregate_only:
         if not (ROOT / args.driver).is_file():
             p.error(f"--driver {args.driver}: no such script in the repository")

@@ -125,8 +125,8 @@ def test_scores_aggregate_on_the_seeds_asked_for(tmp_path, monkeypatch, capsys):
                 record = {"label": label, "seed": seed, "final_score": final, "best_score": final,
                           "curve": [[1, final]], "phase_seconds": {"rl": 60}}  # fmt: skip
                 (folder / f"{label}_seed{seed}.json").write_text(json.dumps(record))
-    SC.main(["--group", "new", "--baseline", "a", "--with-runs", "old/a=a", "old/b=b",
-             "--seeds", "0", "1", "2", "3", "--aggregate-only"])  # fmt: skip
+    SC.main(["--group", "new", "--baseline", "a", "--with-runs", "old/a", "old/b=b",
+             "--seeds", "0", "1", "2", "3", "--aggregate-only"])  # fmt: skip (old/a: its own name)
     table = json.loads((tmp_path / "results" / "new_maze2d-umaze.json").read_text())
     assert table["a"]["seeds"] == table["b"]["seeds"] == [0, 1, 2, 3]
     d = table["b"]["final_minus_a"]
@@ -136,6 +136,10 @@ def test_scores_aggregate_on_the_seeds_asked_for(tmp_path, monkeypatch, capsys):
     SC.main(["--group", "new", "--baseline", "a", "--with-runs", "old/b=b", "--aggregate-only"])
     assert json.loads((tmp_path / "results" / "new_maze2d-umaze.json").read_text())["b"]["seeds"] \
         == [2, 3], "without --seeds: this group's seeds"
+    SC.main(["--group", "new", "--baseline", "a", "--with-runs", "old/b=M=9", "--seeds", "0", "1",
+             "--aggregate-only"])  # fmt: skip
+    renamed = json.loads((tmp_path / "results" / "new_maze2d-umaze.json").read_text())
+    assert renamed["M=9"]["seeds"] == [0, 1], "LABEL=NAME: old's b under a name holding '='"
 
 
 
