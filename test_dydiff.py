@@ -751,7 +751,34 @@ class TestDiffusion:
 
 
 class TestDynamicsAndReward:
-    """The dynamics ensemble (Gaussian NLL, log-variance bounds, elites) and the reward model."""
+    """The dynamics ensemble (Gaussian NLL, log-variance bounds, elites, uncertainty) and the reward
+    model."""
+
+    def test_uncertainty_is_the_elites_largest_gap_in_state_stds(self):
+        """u(s, a) = max over elites of |mean_e - average of the elites' means|, each state
+        dimension divided by the data's state std (input_norm's, here ~20): of three elites, one
+        3 above the other two in state 0 (average 1, gaps 2, 1, 1) gives u = 2 / std_0 for every
+        input, whatever a non-elite predicts; identical elites give 0. Any leading shape of sa."""
+        dyn = D.EnsembleDynamics(2, 1, n_members=4, n_elites=3, hidden=8)
+        states = torch.randn(500, 2) * 20 + 100
+        dyn.input_norm.fit_zscore(torch.cat([states, torch.rand(500, 1) * 2 - 1], 1))
+        last = dyn.net[-1]  # its bias [E, 1, 2S]: the means (first S), then the log-variances
+        with torch.no_grad():
+            last.weight.zero_()
+            last.bias.zero_()
+            last.bias[0, 0, 0] = 3.0  # member 0: +3 in state 0
+            last.bias[3, 0, :2] = 100.0  # member 3: far off, but not an elite
+        dyn.elites.copy_(torch.tensor([0, 1, 2]))
+        sa = torch.cat([states[:6], torch.rand(6, 1)], 1).reshape(3, 2, 3)
+        u = dyn.uncertainty(sa)
+        assert u.shape == (3, 2), f"u has sa's leading shape: {tuple(u.shape)}"
+        want = 2 / dyn.input_norm.scale[0]
+        assert torch.allclose(u, want.expand(3, 2)), (
+            f"u = the largest elite gap in state stds, {want:.4f}: got {u.flatten().tolist()}"
+        )
+        with torch.no_grad():
+            last.bias[0, 0, 0] = 0.0
+        assert (dyn.uncertainty(sa) == 0).all(), "elites that agree: u = 0"
 
     def test_gaussian_nll_is_lowest_at_the_mean_and_the_squared_error(self, monkeypatch):
         """The NLL term mean((mu - y)^2 exp(-logvar) + logvar) is lowest at mu = y and, for a
@@ -902,32 +929,6 @@ class TestDynamicsAndReward:
             f"r(s, a) = s_0 - a^2 / 2 + 0.3 s_1 a: MSE on fresh points {mse:.4f} must be below 5% "
             f"of the variance {truth.var():.3f}"
         )
-
-    def test_uncertainty_is_the_elites_largest_gap_in_state_stds(self):
-        """u(s, a) = max over elites of |mean_e - average of the elites' means|, each state
-        dimension divided by the data's state std (input_norm's, here ~20): of three elites, one
-        3 above the other two in state 0 (average 1, gaps 2, 1, 1) gives u = 2 / std_0 for every
-        input, whatever a non-elite predicts; identical elites give 0. Any leading shape of sa."""
-        dyn = D.EnsembleDynamics(2, 1, n_members=4, n_elites=3, hidden=8)
-        states = torch.randn(500, 2) * 20 + 100
-        dyn.input_norm.fit_zscore(torch.cat([states, torch.rand(500, 1) * 2 - 1], 1))
-        last = dyn.net[-1]  # its bias [E, 1, 2S]: the means (first S), then the log-variances
-        with torch.no_grad():
-            last.weight.zero_()
-            last.bias.zero_()
-            last.bias[0, 0, 0] = 3.0  # member 0: +3 in state 0
-            last.bias[3, 0, :2] = 100.0  # member 3: far off, but not an elite
-        dyn.elites.copy_(torch.tensor([0, 1, 2]))
-        sa = torch.cat([states[:6], torch.rand(6, 1)], 1).reshape(3, 2, 3)
-        u = dyn.uncertainty(sa)
-        assert u.shape == (3, 2), f"u has sa's leading shape: {tuple(u.shape)}"
-        want = 2 / dyn.input_norm.scale[0]
-        assert torch.allclose(u, want.expand(3, 2)), (
-            f"u = the largest elite gap in state stds, {want:.4f}: got {u.flatten().tolist()}"
-        )
-        with torch.no_grad():
-            last.bias[0, 0, 0] = 0.0
-        assert (dyn.uncertainty(sa) == 0).all(), "elites that agree: u = 0"
 
 
 def one_step_batch(n=256):

@@ -336,11 +336,11 @@ def assignment_tool():
 
 def assignment_of(source: str, old: str, tool) -> str | None:
     """The ready assignment whose blanked functions hold the mutated text, or None."""
-    line = source[: source.index(old)].count("\n") + 1
+    line, tree = source[: source.index(old)].count("\n") + 1, ast.parse(source)
     owner = {}
     for name in tool.READY:  # a function and those blanked with it (TD3BC.update: critic_target)
         for f in tool.with_companions([name]):
-            node = tool.find_function(ast.parse(source), f)[0]
+            node = tool.find_function(tree, f)[0]
             owner[(node.lineno, node.end_lineno)] = name
     return next((a for (lo, hi), a in owner.items() if lo <= line <= hi), None)
 
