@@ -131,6 +131,7 @@ def test_other_envs_are_a_one_line_error(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hopper")  # one worker builds the fixture (--dist loadgroup)
 def test_hopper_simulator_is_set_to_the_data_state(hopper_root, monkeypatch):
     """From stored states, the stored actions give the stored next states in RE.simulate."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
@@ -157,6 +158,7 @@ def test_one_step_repeats_the_mazes_transitions(umaze):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hopper")  # one worker builds the fixture (--dist loadgroup)
 def test_one_step_gives_hoppers_reward(hopper_root, monkeypatch):
     """On the Hopper data, one_step's reward is the one the data stored for that (s, a)."""
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
@@ -171,6 +173,7 @@ def test_one_step_gives_hoppers_reward(hopper_root, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dydiff_run")  # one worker builds the fixture (--dist loadgroup)
 def test_synthetic_study_of_a_run(dydiff_run, workdir, tmp_path):
     """Both arms measured on the same start states: per-step inconsistency over H - 1 steps, the
     filter's kept return at least its dropped one in the reward model's eyes, dydiff's functions
@@ -189,6 +192,7 @@ def test_synthetic_study_of_a_run(dydiff_run, workdir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hopper")  # one worker builds the fixture (--dist loadgroup)
 def test_rollout_error_on_hopper(hopper_root, tmp_path, monkeypatch):
     """The data's SAC policy in the simulator and the models: an error per step, over the hoppers
     still up, which never rise again."""
@@ -315,6 +319,7 @@ def test_speed_reads_the_phase_times_of_several_runs(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dydiff_run")  # one worker builds the fixture (--dist loadgroup)
 def test_rollout_error_rolls_out_a_dydiff_run_with_its_own_models(dydiff_run, tmp_path):
     """--policy-run of a DyDiff run: the run's settings (smoke: H = 8) and the very model files it
     used, none pretrained again (another --cache stays without models); a flag other than the
@@ -355,6 +360,7 @@ def test_rollout_error_on_an_m0_run_trains_only_the_dm(workdir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dydiff_run")  # one worker builds the fixture (--dist loadgroup)
 def test_critic_study_reads_a_run_through_the_driver(dydiff_run, tmp_path, monkeypatch):
     """study() of a smoke DyDiff run: its checkpoint through read_run (an older one: a UserError),
     its data through load_data, the true reward of its synthetic rows and of the simulator by
@@ -379,6 +385,7 @@ def test_critic_study_reads_a_run_through_the_driver(dydiff_run, tmp_path, monke
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("dydiff_run")  # one worker builds the fixture (--dist loadgroup)
 def test_goal_study_scores_the_saved_actors_as_evaluation_did(dydiff_run, tmp_path):
     """A run keeps the actor of each evaluation; the goal study, on the evaluation's episodes with
     its goal noise, gives that evaluation's score again (here the smoke run's 2 episodes)."""

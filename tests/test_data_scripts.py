@@ -316,6 +316,7 @@ def test_cli_never_passes_off_a_set_made_with_other_settings(datasets_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hopper")  # one worker builds the fixture (--dist loadgroup)
 def test_hopper_data_is_what_hopper_v5_gives(hopper_root, monkeypatch):
     """Every stored transition is the simulator's: from the stored state (x = 0: the observation
     omits it, and nothing depends on it) the stored action gives the stored next observation,
@@ -345,6 +346,7 @@ def test_hopper_data_is_what_hopper_v5_gives(hopper_root, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hopper")  # one worker builds the fixture (--dist loadgroup)
 def test_hopper_termination_rule_is_hopper_v5_is_healthy(hopper_root, monkeypatch):
     """The driver's rule for synthetic states agrees with Hopper-v5's is_healthy on every state of
     the data, fallen ones included, and on data states moved to either side of each threshold."""
@@ -368,6 +370,7 @@ def test_hopper_termination_rule_is_hopper_v5_is_healthy(hopper_root, monkeypatc
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hopper")  # one worker builds the fixture (--dist loadgroup)
 def test_hopper_data_is_reused_and_an_incomplete_set_made_again(hopper_root, monkeypatch):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
     logs: list[str] = []
@@ -386,6 +389,7 @@ def test_hopper_data_is_reused_and_an_incomplete_set_made_again(hopper_root, mon
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("hopper")  # one worker builds the fixture (--dist loadgroup)
 def test_driver_trains_on_local_hopper_data(hopper_root, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(hopper_root))
     T.main(["--env", "hopper-medium-replay", "--smoke", "--threads", "1", "--out", str(tmp_path),
