@@ -116,7 +116,7 @@ class ReplayBuffer:
 
     def add(self, batch: dict[str, torch.Tensor]) -> None:
         """Write a batch {states [n, S], actions [n, A], rewards [n] or [n, 1], next_states, dones}
-        from row pos on, wrapping round (FIFO: the oldest rows are overwritten; of a batch larger
+        at index pos on, wrapping round (FIFO: the oldest rows are overwritten; of a batch larger
         than the buffer only its newest rows stay); pos moves on, size grows up to capacity."""
         n = min(len(batch["states"]), self.capacity)  # (of a larger batch, the newest rows)
         idx = (self.pos + torch.arange(n)) % self.capacity
