@@ -110,7 +110,14 @@ def episode_returns(policy, seed: int = 10_000) -> np.ndarray:
     return total
 
 
-RANDOM_RETURN = episode_returns(lambda s: np.random.default_rng(1).uniform(-1, 1, (len(s), 2)))
+def random_actions(seed: int = 1):
+    """The 0 point: a policy of uniform random forces, a new one at every step of every episode,
+    all drawn from one generator made here (seeded: the same baseline every time)."""
+    rng = np.random.default_rng(seed)
+    return lambda s: rng.uniform(-1, 1, (len(s), 2))
+
+
+RANDOM_RETURN = episode_returns(random_actions())
 EXPERT_RETURN = episode_returns(lambda s: controller(s, GOAL))
 
 
@@ -212,6 +219,7 @@ def main(argv: list[str] | None = None) -> None:
             "cpu_seconds": round(cpu_seconds, 1), "threads": args.threads, "seeds": args.seeds,
             "final": {a: dict(zip(args.seeds, f)) for a, f in finals.items()}, "curves": curves,
             "phase_seconds": {k: round(v, 1) for k, v in times.items()},
+            "random_return": RANDOM_RETURN.mean(), "expert_return": EXPERT_RETURN.mean(),
             "config": dataclasses.asdict(cfg),
         }  # fmt: skip
         Path(args.out).write_text(json.dumps(record, indent=1))
