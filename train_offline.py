@@ -11,15 +11,12 @@ runs/<env>__<algo>__<seed>__<time>_*/ (docs/details.md).
 from __future__ import annotations
 
 import argparse
-import ast  # literal_eval reads --predict-epsilon True, --unet-dim-mults 1,2,4
 import contextlib
 import dataclasses
-import inspect
 import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,15 +31,15 @@ from tqdm import tqdm
 
 import dydiff
 from scripts import pointmaze_dataset as pointmaze  # also registers the PointMaze envs
-from scripts.files import atomic_write, data_hash, file_lock, fingerprint, read_cached
-from scripts.files import weights_hash, write_csv
+from scripts.files import atomic_write, data_hash, file_lock, fingerprint, git_commit
+from scripts.files import one_line_errors, read_cached, weights_hash, write_csv
+from scripts.lab import config_flags  # Config as flags: the lab keeps it (imports dydiff alone)
 
 matplotlib.use("Agg")  # files only, no window
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-GIT = ["git", "-C", str(Path(__file__).parent), "describe", "--always", "--dirty"]  # -dirty: edited
-COMMIT = shutil.which("git") and subprocess.run(GIT, capture_output=True, text=True).stdout.strip()
+COMMIT = git_commit()  # which code made a run's numbers (-dirty: edited since that commit)
 
 
 class UserError(Exception):
@@ -209,7 +206,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train DyDiff+TD3BC (or TD3+BC) on a Minari dataset.",
                                 add_help=False)  # fmt: skip
     task_sets = {}
-    p.error = lambda message: p.exit(2, f"error: {message} (see --help)\n")  # one line, no usage
+    one_line_errors(p, " (see --help)")  # one line, no usage
     p.add_argument("--env", default="maze2d-umaze", help="task (docs/details.md) or Minari dataset id")
     env = p.parse_known_args(argv)[0].env  # (--help is answered below, with this task's values)
     with contextlib.suppress(UserError):  # an unknown env is reported by train()
@@ -227,13 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", default="runs", help="folder for run folders")
     p.add_argument("--cache", default="cache", help="folder for cached arrays and models")
     g = p.add_argument_group("DyDiff settings (dydiff.Config; defaults from the task table)")
-    source = inspect.getsource(dydiff.Config)  # each field's comment becomes its --help
-    helps = dict(re.findall(r"^\s+(\w+): [^=]+= .*?#\s*(.*)$", source, re.M))
-    for f in dataclasses.fields(dydiff.Config)[1:]:  # all but device (--device above)
-        kind = type(f.default) if type(f.default) in (int, float, str) else ast.literal_eval
-        text = helps.get(f.name, "").replace("%", "%%")  # argparse formats help with %
-        value = f"{task_sets[f.name]} for {env}; Config: " if f.name in task_sets else ""
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=kind, help=f"{text} [{value}{f.default}]")
+    config_flags(g, lambda name, default: f"{task_sets[name]} for {env}; Config: {default}"
+                 if name in task_sets else default, skip=("device",))  # (--device above)
     return p.parse_args(argv)
 
 

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train_offline as drv  # noqa: E402
 from benchmarks import speed  # noqa: E402
+from scripts.files import one_line_errors  # noqa: E402
 
 
 def config(flags: list[str], env: str):
@@ -53,7 +54,7 @@ def costs(rows: dict, rounds: int, before_rl: float, rl: float) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
+    one_line_errors(p)
     p.add_argument("--env", default="maze2d-umaze")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--candidate", action="append", default=[], help="train_offline.py flags")

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -51,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 import dydiff  # noqa: E402
 import train_offline as drv  # noqa: E402
 from benchmarks import rollout_error as RE  # noqa: E402
-from scripts.files import data_hash, weights_hash  # noqa: E402
+from scripts.files import cpu_name, data_hash, fail, one_line_errors, weights_hash  # noqa: E402
 
 DM, OPEN = "DM alone", "single-step, open loop"
 CLOSED = {0: "single-step, M=0", 1: "DyDiff M=1", 2: "DyDiff M=2"}  # closed loop, by M
@@ -218,14 +217,6 @@ def plot(results: dict, horizon: int, title: str, path: Path) -> None:
     drv.save_figure(fig, path)
 
 
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def output_name(args, env: str) -> str:
     """<env>__<Config flags given>__mseed<N>[__seed<N>]: one file per task and model settings."""
     fields = [f.name for f in dataclasses.fields(dydiff.Config)[1:]]
@@ -330,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__.split("\n")[0], allow_abbrev=False,
         epilog="Every other flag is train_offline.py's, meaning what it means there.",
     )  # fmt: skip
-    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
+    one_line_errors(p)
     p.add_argument("--policy-run", metavar="RUN_DIR", help="a run whose actor is rolled out")
     p.add_argument("--out", default="results/dm_fidelity", help="folder for the JSON and picture")
     p.add_argument("--heldout", type=float, default=0.02, help="share of episodes held out")
@@ -354,8 +345,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(argv, own, args)
     except drv.UserError as e:  # bad input: one line
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(e))
     except FloatingPointError as e:  # a NaN loss
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

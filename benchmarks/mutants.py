@@ -33,7 +33,6 @@ import importlib.util
 import io
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # (the mutated dydiff.py goes first: pytest_here)
+from scripts.files import cpu_name, fail, git_commit  # noqa: E402
 
 # (name, test class of its component, text in dydiff.py, replacement)
 MUTANTS = [
@@ -244,11 +245,6 @@ MUTANTS = [
 ]  # fmt: skip
 
 
-def fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def mutate(source: str, name: str, old: str, new: str) -> str:
     if source.count(old) != 1:
         fail(f"mutation no longer applies: {name} (its text is in dydiff.py {source.count(old)} "
@@ -345,18 +341,6 @@ def assignment_of(source: str, old: str, tool) -> str | None:
     return next((a for (lo, hi), a in owner.items() if lo <= line <= hi), None)
 
 
-def commit() -> str:
-    cmd = ["git", "-C", str(ROOT), "describe", "--always", "--dirty"]
-    return subprocess.run(cmd, capture_output=True, text=True).stdout.strip() or "?"
-
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln),
-                platform.processor() or "?")  # fmt: skip
-    return f"{name}, {os.cpu_count()} cores"
-
-
 def per_assignment(rows: list[dict]) -> dict:
     """Per ready assignment: its mutations, caught by the visible tests, by visible + hidden."""
     table = {}
@@ -437,9 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     record = dict(
         command="python benchmarks/mutants.py" + (" --blanks" if args.blanks else "")
         + (" --hidden" if args.hidden else ""),
-        commit=commit(),
+        commit=git_commit() or "?",
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        cpu=cpu(), threads=1, load_average=[round(x, 2) for x in os.getloadavg()],
+        cpu=f"{cpu_name()}, {os.cpu_count()} cores", threads=1, load_average=[round(x, 2) for x in os.getloadavg()],
         note="seconds: wall clock to the first failure, Python start and imports included; "
              "test_seconds: the tests' own time; other work ran on this machine at the time, so "
              "times are not speed measurements",

@@ -44,6 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train_offline  # noqa: E402
 from benchmarks.stats import bootstrap_interval, describe, paired  # noqa: E402
+from scripts.files import one_line_errors  # noqa: E402
 
 
 def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], out: Path,
@@ -220,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
+    one_line_errors(p)
     p.add_argument("--env", default="maze2d-umaze")
     p.add_argument("--algos", nargs="+", default=["td3bc", "dydiff"])
     p.add_argument("--seeds", nargs="+", type=int,

@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import dydiff  # noqa: E402
 import train_offline as drv  # noqa: E402
 from benchmarks.rollout_error import portable  # noqa: E402
+from scripts.files import cpu_name, one_line_errors  # noqa: E402
 
 PLAIN = ROOT / "benchmarks" / "td3bc_plain.py"  # the team's yardstick
 S_DIM, A_DIM = 4, 2  # maze2d sizes
@@ -155,9 +156,8 @@ def bench_evaluation(cfg, n_episodes: int, cache: Path) -> float:
 
 def cpu() -> str:
     """The CPU's model name, its core count and whether it has AVX-512 (speeds differ by 2-3x)."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if "model name" in ln), "?")
-    return f"{name}, {os.cpu_count()} cores, " + ("AVX-512" if "avx512f" in info else "no AVX-512")
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    return f"{cpu_name()}, {os.cpu_count()} cores, " + ("AVX-512" if "avx512f" in flags else "no AVX-512")
 
 
 def finished_runs(run_dirs: list[Path]) -> list[dict]:
@@ -174,7 +174,7 @@ def finished_runs(run_dirs: list[Path]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
+    one_line_errors(p)
     p.add_argument(
         "--threads",
         type=int,

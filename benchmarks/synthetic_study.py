@@ -40,6 +40,7 @@ import dydiff  # noqa: E402
 import train_offline as drv  # noqa: E402
 from benchmarks import rollout_error as RE  # noqa: E402
 from scripts import pointmaze_dataset as pointmaze  # noqa: E402
+from scripts.files import one_line_errors  # noqa: E402
 
 
 def synthesis_round(s0, agent, models, cfg, terminal_fn, m: int, seed: int) -> dict:
@@ -179,7 +180,7 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> d
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
+    one_line_errors(p)
     p.add_argument("--policy-run", metavar="RUN_DIR", required=True, help="a finished run")
     p.add_argument("--n", type=int, default=1024, help="start states (a synthesis round's)")
     p.add_argument("--out", default="results", help="folder for the JSON and the picture")

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train_offline as drv  # noqa: E402
 from benchmarks import rollout_error as RE  # noqa: E402
+from scripts.files import one_line_errors  # noqa: E402
 
 
 def summary(u: np.ndarray) -> dict:
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace, n: int) -> dict:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
+    one_line_errors(p)
     p.add_argument("--n", type=int, default=4096, help="rollouts from random data states")
     p.add_argument("--out", default="results/medium_uncertainty")
     own, rest = p.parse_known_args(argv)

@@ -287,15 +287,13 @@ plt.show()
 # **What to expect** on seeds 0-4 with the lab's settings. The README's line, from one core of an
 # AMD EPYC (AVX2), torch 2.13.0:
 #
-# `lab: td3bc 27.6 +- 16.6, dydiff 32.1 +- 17.3, M=0 39.5 +- 15.8, dydiff-td3bc +4.6 [+1.5, +8.0], M2-M0 -7.4 [-14.6, -0.2]`
+# `lab: td3bc 25.7 +- 17.1, dydiff 30.4 +- 17.7, M=0 38.0 +- 16.2, dydiff-td3bc +4.7 [+1.6, +8.2], M2-M0 -7.6 [-14.9, -0.2]`
 #
 # The same CPU type, torch build and seeds give it digit for digit. Another CPU sums floats in
-# another order, and 1,000 updates of RL amplify that: an Intel Xeon with AVX-512, same torch,
-# printed (as `python scripts/lab.py` does there, line for line)
-#
-# `lab: td3bc 27.0 +- 16.5, dydiff 28.4 +- 12.1, M=0 37.3 +- 14.3, dydiff-td3bc +1.3 [-4.3, +6.9], M2-M0 -9.0 [-12.3, -5.1]`
-#
-# Expect numbers within that spread, not one exact line.
+# another order, and 1,000 updates of RL amplify that: on an Intel Xeon with AVX-512, same torch,
+# DyDiff was ahead of TD3+BC on 3 seeds of 5 (by less, its interval covering zero) and M = 0
+# ahead of M = 2 by more (its interval below zero). Expect numbers within the seeds' spread, not
+# one exact line.
 
 # %%
 start, cpu_start = time.time(), time.process_time()
@@ -319,11 +317,11 @@ print(lab.summary_line(finals, cfg.iterations))
 # %% [markdown]
 # ## 7. Reading, and what to try
 #
-# The seeds differ far more from each other (std 12-17) than the algorithms do, which is why the
+# The seeds differ far more from each other (std 12-18) than the algorithms do, which is why the
 # comparison is paired. **DyDiff against TD3+BC**: a small gain, +1 to +5 points; on the AMD CPU
 # its interval is above zero (DyDiff ahead on 4 seeds of 5), on the Intel one it covers zero
 # (3 of 5). Five seeds cannot settle an effect this small. **M = 2 against M = 0**: without the
-# diffusion model the score is *higher*, 7-9 points, the interval below zero on both CPUs. On this
+# diffusion model the score is *higher*, 7-10 points, the interval below zero on both CPUs. On this
 # task, as on the full maze2d-umaze, the DM is not what buys DyDiff its gain (on
 # hopper-medium-replay it is: README, Results); section 5's picture suggests why: where the data
 # covers the box, the single-step model is the better one. Five seeds and 1,000 updates where
@@ -333,8 +331,8 @@ print(lab.summary_line(finals, cfg.iterations))
 # Exercises (docs/lab.md has the measured answers). Run DyDiff alone to save time, e.g.
 # `ALGOS = ["dydiff"]` and `cfg = dataclasses.replace(cfg, iterations=1)`, then section 6's cell:
 #
-# 1. **How many injection rounds?** `iterations=1`, then 4 (lab: M = 0 39.5, 1 29.0, 2 32.1,
-#    4 23.6). Does section 5's picture predict the order?
+# 1. **How many injection rounds?** `iterations=1`, then 4 (lab: M = 0 38.0, 1 27.2, 2 30.4,
+#    4 21.7). Does section 5's picture predict the order?
 # 2. **No reward filter**: `keep_ratio=1`. **Other horizons**: `horizon=16` or 64 (retrain the
 #    models: section 4 first, the DM's windows are H long).
 # 3. **Another policy in section 5**: add an entry to `POLICIES`, e.g. random actions, or a learned

@@ -1,5 +1,5 @@
-"""Files that are never half-written, read while being written, or stale: what the driver and the
-data scripts share.
+"""What the driver, the data scripts, the benchmarks and the course tools share: files that are
+never half-written, read while being written, or stale; a run's provenance; one-line errors.
 
 - file_lock: one process at a time makes a dataset, an array cache or a model; others wait.
 - atomic_write: write to a temporary name, then rename (write_csv: a table of rows so).
@@ -7,10 +7,15 @@ data scripts share.
 - content_hash: a short hash of arrays' bytes (a dataset, a model's weights).
 - fingerprint: the key of a cached artefact, a hash of the code that makes it (every function or
   class of this repository it names, transitively), the settings that code reads, and its data.
+- git_commit, cpu_name: which code and which CPU made a record's numbers.
+- fail, one_line_errors: bad input as one line "error: ..." and exit code 2, no usage block.
+
+scripts/lab.py keeps its own copies of git_commit and cpu_name: it imports dydiff alone.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
 import contextlib
 import csv
@@ -19,6 +24,8 @@ import hashlib
 import inspect
 import json
 import os
+import platform
+import subprocess
 import sys
 import textwrap
 import time
@@ -144,3 +151,35 @@ def _ours(obj) -> bool:
     except TypeError:  # built-in
         return False
     return path.is_relative_to(ROOT) and "site-packages" not in path.parts
+
+
+def git_commit(folder: str | os.PathLike = ROOT) -> str | None:
+    """`git describe --always --dirty` of the repository (-dirty: edited since that commit), or None
+    where there is no git or no repository."""
+    git = ["git", "-C", str(folder), "describe", "--always", "--dirty"]
+    try:
+        return subprocess.run(git, capture_output=True, text=True).stdout.strip() or None
+    except OSError:  # no git here
+        return None
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what the platform module knows."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        return next(x.split(":", 1)[1].strip() for x in lines if x.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "?"
+
+
+def fail(message: str):
+    """Bad input: "error: message" as one line on stderr, then exit code 2 (no traceback)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def one_line_errors(parser: argparse.ArgumentParser, hint: str = "") -> argparse.ArgumentParser:
+    """parser, its errors (and parser.error's callers') one line by fail, not argparse's usage
+    block; hint ends each message (the driver's: " (see --help)")."""
+    parser.error = lambda message: fail(message + hint)
+    return parser

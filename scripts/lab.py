@@ -1,21 +1,28 @@
-"""DyDiff in a lab session: TD3+BC, DyDiff (M = 2) and M = 0 on a small task, seeds 0-4, in about
-three minutes on one CPU core, on the same dydiff.py code as the full runs.
+"""DyDiff in a lab session: does DyDiff's synthetic data help TD3+BC, and does its diffusion model
+earn its place? Seeds 0-4 of a small task, about three minutes on one CPU core, on the same
+dydiff.py code as the full runs.
 
     python scripts/lab.py [--seeds 0-4] [--algos td3bc,dydiff,m0] [--iterations 2] [--out FILE]
 
 The task: a point mass in a walled box must reach a goal and stay there. State (x, y, vx, vy),
 action a force in [-1, 1]^2; the exact dynamics below are the simulator. The data: a noisy
 controller walks to random waypoints (it never heads for the goal), rewards relabelled with what
-evaluation pays, as on maze2d. Made on the spot in a second. The four models are trained once
-and shared by every seed and algorithm (the full runs share one model per task). Scores are
-normalised: 0 = random actions, 100 = a controller that knows the goal. The last line:
+evaluation pays, as on maze2d. Made on the spot in a second.
+
+The experiment: the dynamics, reward and diffusion models are trained once and shared by every
+seed and algorithm (the full runs share one set per task). Then, per seed, three TD3+BC learners
+with the same starting networks: td3bc (the real data only), dydiff (with DyDiff's synthetic
+data, M = 2 policy-injection rounds) and m0 (M = 0: single-step rollouts, no diffusion model).
+Each is scored every 250 updates: 0 = uniform random actions, 100 = a controller that knows the
+goal. The last line compares the final scores:
 
     lab: td3bc M +- S, dydiff M +- S, M=0 M +- S, dydiff-td3bc D [LO, HI], M2-M0 D [LO, HI]
 
-mean +- sample std of the final scores over seeds; D: mean paired difference, [LO, HI] its 95%
-bootstrap interval (seeds resampled). Every dydiff.Config field is a flag (--horizon 16,
---keep-ratio 1, --denoiser unet, ...). Imports torch, numpy, the standard library and dydiff only,
-so it runs beside dydiff.py alone and can be pasted into a notebook cell by cell. docs/lab.md.
+mean +- sample std over seeds; D: mean paired difference, [LO, HI] its 95% bootstrap interval
+(seeds resampled). Every dydiff.Config field is a flag (--horizon 16, --keep-ratio 1, --denoiser
+unet, ...); --out FILE records the line, every seed's scores, the command, the commit, the CPU
+and the time. Imports torch, numpy, the standard library and dydiff only, so it runs beside
+dydiff.py alone and can be pasted into a notebook cell by cell. docs/lab.md.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import datetime
 import inspect
 import json
 import platform
@@ -32,13 +40,12 @@ import sys
 import time
 from pathlib import Path
 
-START = time.time()  # the lab's time counts from here: the imports of torch are part of it
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 if "__file__" in globals():  # as a script: dydiff.py is one folder up (in a notebook: beside it)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import dydiff  # noqa: E402
+import dydiff
 
 # ---- The task: a point mass in the box [-1, 1]^2 that must reach GOAL ---------------------------
 GOAL = np.array([0.5, 0.5], np.float32)
@@ -103,7 +110,14 @@ def episode_returns(policy, seed: int = 10_000) -> np.ndarray:
     return total
 
 
-RANDOM_RETURN = episode_returns(lambda s: np.random.default_rng(1).uniform(-1, 1, (len(s), 2)))
+def random_actions(seed: int = 1):
+    """The 0 point: a policy of uniform random forces, a new one at every step of every episode,
+    all drawn from one generator made here (seeded: the same baseline every time)."""
+    rng = np.random.default_rng(seed)
+    return lambda s: rng.uniform(-1, 1, (len(s), 2))
+
+
+RANDOM_RETURN = episode_returns(random_actions())
 EXPERT_RETURN = episode_returns(lambda s: controller(s, GOAL))
 
 
@@ -113,7 +127,7 @@ def score(policy) -> float:
     return float(100 * (ret - RANDOM_RETURN.mean()) / (EXPERT_RETURN.mean() - RANDOM_RETURN.mean()))
 
 
-# ---- Settings: small sizes for one core, chosen on development seeds 100-104 ---------------------
+# ---- The experiment: sizes for one core (chosen on development seeds 100-104), models, runs -----
 LAB = dict(updates=1_000, eval_every=250, lr=1e-3, horizon=32, rollout_batch_size=256,
            rollout_every=200, synthetic_capacity=50_000, n_diffusion_steps=10, mlp_width=128,
            mlp_blocks=2, dm_steps=800, dm_batch_size=128, dynamics_hidden=64, reward_hidden=64,
@@ -122,56 +136,6 @@ LAB = dict(updates=1_000, eval_every=250, lr=1e-3, horizon=32, rollout_batch_siz
 ALGOS = ("td3bc", "dydiff", "m0")  # m0: DyDiff with iterations = 0 (the single-step model only)
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="TD3+BC, DyDiff and M = 0 on a point mass, in minutes.")
-    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
-    p.add_argument("--seeds", default="0-4", help="RL seeds: 0-4 or 0,1,2 (development: 100-104)")
-    p.add_argument("--algos", default=",".join(ALGOS), help="which of td3bc,dydiff,m0 to run")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--out", help="write the results to this JSON file")
-    g = p.add_argument_group("dydiff.Config fields (defaults: the lab's sizes, else Config's)")
-    source = inspect.getsource(dydiff.Config)  # each field's comment becomes its --help
-    helps = dict(re.findall(r"^\s+(\w+): [^=]+= .*?#\s*(.*)$", source, re.M))
-    for f in dataclasses.fields(dydiff.Config):
-        kind = type(f.default) if type(f.default) in (int, float, str) else ast.literal_eval
-        text = helps.get(f.name, "").replace("%", "%%")  # argparse formats help with %
-        g.add_argument(f"--{f.name.replace('_', '-')}", type=kind,
-                       help=f"{text} [{LAB.get(f.name, f.default)}]")
-    args = p.parse_args(argv)
-    try:
-        args.seeds = parse_seeds(args.seeds)
-        args.algos = args.algos.split(",")
-        if bad := [a for a in args.algos if a not in ALGOS]:
-            raise ValueError(f"--algos: unknown '{bad[0]}' (choose from {','.join(ALGOS)})")
-        if args.threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {args.threads}")
-        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(dydiff.Config)}
-        args.cfg = dydiff.Config(**LAB | {k: v for k, v in given.items() if v is not None})
-        dydiff.validate(args.cfg)
-        if args.cfg.horizon > DATA_LENGTH:
-            raise ValueError(f"horizon must be at most {DATA_LENGTH} (the data's episodes)")
-        torch.empty(0, device=args.cfg.device)  # a device this machine has
-        if args.out:  # before minutes of work, not after
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).touch()
-    except (ValueError, RuntimeError, AssertionError, OSError) as e:  # (no CUDA: AssertionError)
-        p.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    return args
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' -> [0, 2, 7]."""
-    try:
-        lo, _, hi = text.partition("-")
-        seeds = list(range(int(lo), int(hi) + 1)) if hi else [int(x) for x in text.split(",")]
-    except ValueError:
-        seeds = []
-    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
-        raise ValueError(f"--seeds: expected distinct seeds >= 0 like 0-4 or 0,1,2, got '{text}'")
-    return seeds
-
-
-# ---- The lab -----------------------------------------------------------------------------------
 def train_models(data: dict, cfg: dydiff.Config, algos: list[str], times: dict) -> dict | None:
     """The dynamics, reward and diffusion models, once for all seeds (each its own seed, so the
     same whatever --algos asks for); none for TD3+BC alone, no DM for M = 0 alone."""
@@ -223,21 +187,9 @@ def summary_line(finals: dict[str, list[float]], iterations: int) -> str:
     return "lab: " + ", ".join(parts)
 
 
-def machine() -> dict:
-    """Which CPU and torch made the numbers."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        names = [x for x in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in x]
-        cpu = names[0].split(":", 1)[1].strip()
-    except (OSError, IndexError):
-        pass
-    capability = torch.backends.cpu.get_cpu_capability()
-    return {"cpu": cpu, "cpu_capability": capability, "torch": torch.__version__}
-
-
 def main(argv: list[str] | None = None) -> None:
-    start = START if argv is None else time.time()  # a script: from its start; a call: from here
-    cpu_start = 0.0 if argv is None else time.process_time()
+    """The lab: the data, the models once, every seed's runs, then the line (--out: the record)."""
+    start, cpu_start = time.time(), time.process_time()  # (Python's start and imports: not in)
     args = parse_args(argv)
     cfg, times = args.cfg, {}
     torch.set_num_threads(args.threads)
@@ -261,23 +213,90 @@ def main(argv: list[str] | None = None) -> None:
     print(f"time: {seconds:.0f} s ({cpu_seconds:.0f} s of CPU), {args.threads} thread(s), "
           f"{info['cpu']} ({info['cpu_capability']})")  # fmt: skip
     if args.out:
-        git = ["git", "-C", str(Path(dydiff.__file__).parent), "describe", "--always", "--dirty"]
-        try:  # which code made the numbers (-dirty: edited since that commit)
-            commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or None
-        except OSError:  # no git here
-            commit = None
         command = " ".join(["python", "scripts/lab.py", *(sys.argv[1:] if argv is None else argv)])
         record = {
-            "line": line, "command": command, "commit": commit, "seconds": round(seconds, 1),
-            "cpu_seconds": round(cpu_seconds, 1),
-            "threads": args.threads, **info, "seeds": args.seeds,
+            "line": line, "command": command, **info, "seconds": round(seconds, 1),
+            "cpu_seconds": round(cpu_seconds, 1), "threads": args.threads, "seeds": args.seeds,
             "final": {a: dict(zip(args.seeds, f)) for a, f in finals.items()}, "curves": curves,
             "phase_seconds": {k: round(v, 1) for k, v in times.items()},
+            "random_return": RANDOM_RETURN.mean(), "expert_return": EXPERT_RETURN.mean(),
             "config": dataclasses.asdict(cfg),
         }  # fmt: skip
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(record, indent=1))
     print(line)
+
+
+# ---- Command line and provenance ----------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="TD3+BC, DyDiff and M = 0 on a point mass, in minutes.")
+    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
+    p.add_argument("--seeds", default="0-4", help="RL seeds: 0-4 or 0,1,2 (development: 100-104)")
+    p.add_argument("--algos", default=",".join(ALGOS), help="which of td3bc,dydiff,m0 to run")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--out", help="write the results to this JSON file")
+    g = p.add_argument_group("dydiff.Config fields (defaults: the lab's sizes, else Config's)")
+    config_flags(g, lambda name, default: LAB.get(name, default))
+    args = p.parse_args(argv)
+    try:
+        args.seeds = parse_seeds(args.seeds)
+        args.algos = args.algos.split(",")
+        if bad := [a for a in args.algos if a not in ALGOS]:
+            raise ValueError(f"--algos: unknown '{bad[0]}' (choose from {','.join(ALGOS)})")
+        if args.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {args.threads}")
+        given = {f.name: getattr(args, f.name) for f in dataclasses.fields(dydiff.Config)}
+        args.cfg = dydiff.Config(**LAB | {k: v for k, v in given.items() if v is not None})
+        dydiff.validate(args.cfg)
+        if args.cfg.horizon > DATA_LENGTH:
+            raise ValueError(f"horizon must be at most {DATA_LENGTH} (the data's episodes)")
+        torch.empty(0, device=args.cfg.device)  # a device this machine has
+        if args.out:  # before minutes of work, not after
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).touch()
+    except (ValueError, RuntimeError, AssertionError, OSError) as e:  # (no CUDA: AssertionError)
+        p.error(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    return args
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0, 1, 2, 3, 4]; '0,2,7' -> [0, 2, 7]."""
+    try:
+        lo, _, hi = text.partition("-")
+        seeds = list(range(int(lo), int(hi) + 1)) if hi else [int(x) for x in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise ValueError(f"--seeds: expected distinct seeds >= 0 like 0-4 or 0,1,2, got '{text}'")
+    return seeds
+
+
+def config_flags(parser, shown=lambda name, default: default, skip: tuple = ()) -> None:
+    """One flag per dydiff.Config field (--keep-ratio for keep_ratio; None when not given), typed
+    by its default (a tuple or a bool: a Python literal), its help the field's comment in Config's
+    source, then [shown(name, default)]. train_offline.py's flags too: they cannot drift apart."""
+    source = inspect.getsource(dydiff.Config)
+    helps = dict(re.findall(r"^\s+(\w+): [^=]+= .*?#\s*(.*)$", source, re.M))
+    for f in dataclasses.fields(dydiff.Config):
+        if f.name not in skip:
+            kind = type(f.default) if type(f.default) in (int, float, str) else ast.literal_eval
+            text = helps.get(f.name, "").replace("%", "%%")  # argparse formats help with %
+            parser.add_argument(f"--{f.name.replace('_', '-')}", type=kind,
+                                help=f"{text} [{shown(f.name, f.default)}]")
+
+
+def machine() -> dict:
+    """Which code, CPU and torch made the numbers: the commit (-dirty: edited since), the CPU's
+    model name (as scripts/files.py's git_commit and cpu_name; the lab imports dydiff alone)."""
+    git = ["git", "-C", str(Path(dydiff.__file__).parent), "describe", "--always", "--dirty"]
+    try:
+        commit = subprocess.run(git, capture_output=True, text=True).stdout.strip() or None
+    except OSError:  # no git here
+        commit = None
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    names = [x.split(":", 1)[1].strip() for x in cpuinfo.splitlines() if x.startswith("model name")]
+    return {"commit": commit, "cpu": (names or [platform.processor() or platform.machine()])[0],
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 if __name__ == "__main__":

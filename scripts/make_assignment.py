@@ -28,6 +28,9 @@ import shutil
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, too
+from scripts.files import fail, one_line_errors  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 KIT = Path(__file__).resolve().parent / "assignment"  # hidden-tests template, grader, Gradescope
 # dydiff.py's sections ("# ---- N. Title") and the test class of each
@@ -108,15 +111,6 @@ class AssignmentError(ValueError):
     """Bad input for the builder or a leak: one line, for main() to print."""
 
 
-def fail(message: str):
-    raise AssignmentError(message)
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        fail(message)
-
-
 def sections(source: str) -> list[tuple[int, int]]:
     """(first line, section number) of each "# ---- N. Title" banner."""
     return [(i + 1, int(m.group(1))) for i, line in enumerate(source.splitlines())
@@ -128,18 +122,21 @@ def find_function(tree: ast.Module, name: str) -> tuple[ast.FunctionDef, ast.stm
     top, _, method = name.partition(".")
     found = [node for node in tree.body if getattr(node, "name", None) == top]
     if not found or "." in method:
-        fail(f"unknown function {name!r} in dydiff.py (e.g. TD3BC.update, filter_trajectories)")
+        raise AssignmentError(f"unknown function {name!r} in dydiff.py "
+                              "(e.g. TD3BC.update, filter_trajectories)")
     node = found[0]
     if isinstance(node, ast.ClassDef):
         methods = {m.name: m for m in node.body if isinstance(m, ast.FunctionDef)}
         if not method:
             example = next((m for m in methods if m != "__init__"), "method")
-            fail(f"{name} is a class: name one of its methods, e.g. {name}.{example}")
+            raise AssignmentError(f"{name} is a class: name one of its methods, "
+                                  f"e.g. {name}.{example}")
         if method not in methods:
-            fail(f"unknown function {name!r}: {top} has no method {method!r}")
+            raise AssignmentError(f"unknown function {name!r}: {top} has no method {method!r}")
         return methods[method], node
     if method or not isinstance(node, ast.FunctionDef):
-        fail(f"unknown function {name!r} in dydiff.py (e.g. TD3BC.update, filter_trajectories)")
+        raise AssignmentError(f"unknown function {name!r} in dydiff.py "
+                              "(e.g. TD3BC.update, filter_trajectories)")
     return node, node
 
 
@@ -167,7 +164,7 @@ def blank(source: str, names: list[str]) -> str:
         else:  # the line after the signature's closing ":"
             start = header_end(lines, node) + 1
         if body[0].lineno == node.lineno:
-            fail(f"{name} is written on one line: it cannot be blanked")
+            raise AssignmentError(f"{name} is written on one line: it cannot be blanked")
         todo = f'{" " * body[0].col_offset}raise NotImplementedError("TODO(student): {name}")'
         cuts.append((start, node.end_lineno, todo))
     for start, end, todo in sorted(cuts, reverse=True):
@@ -327,7 +324,7 @@ def hidden_tests(functions: list[str], seed: int = 0, source: str | None = None)
     """The hidden tests of an assignment: scripts/assignment/hidden_tests.py cut down to the
     classes of the functions' components and the tests that grade them, SEED = seed."""
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        fail(f"--seed must be a non-negative integer, got {seed!r}")
+        raise AssignmentError(f"--seed must be a non-negative integer, got {seed!r}")
     source = source if source is not None else (ROOT / "dydiff.py").read_text()
     tree = ast.parse(source)
     names = set(with_companions(functions))
@@ -335,7 +332,7 @@ def hidden_tests(functions: list[str], seed: int = 0, source: str | None = None)
     template = (KIT / "hidden_tests.py").read_text()
     template, count = re.subn(r"(?m)^SEED = \d+", f"SEED = {seed}", template)
     if count != 1:
-        fail("scripts/assignment/hidden_tests.py has no line `SEED = <number>`")
+        raise AssignmentError("scripts/assignment/hidden_tests.py has no line `SEED = <number>`")
     doc = (f'"""Hidden tests of {", ".join(functions)} (seed {seed}): other inputs and more cases '
            f'than the\nvisible ones. For the instructor: not to be handed out.\n"""')  # fmt: skip
     return select_tests(template, classes, functions, doc=doc,
@@ -481,15 +478,16 @@ def build(functions: list[str], out, seed: int = 0, with_training: bool = False,
     tests = tests if tests is not None else (ROOT / "test_dydiff.py").read_text()
     functions = list(dict.fromkeys(functions))
     if not functions:
-        fail("give one FUNCTION or more and --out DIR (--list names the ready ones)")
+        raise AssignmentError("give one FUNCTION or more and --out DIR "
+                              "(--list names the ready ones)")
     tree = ast.parse(source)
     classes = {f: component(source, tree, f) for f in functions}  # (fails on an unknown name)
     hidden = hidden_tests(functions, seed, source)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        fail(f"--out {out} is a file")
+        raise AssignmentError(f"--out {out} is a file")
     if out.is_dir() and any(out.iterdir()) and not force:
-        fail(f"--out {out} is not empty (--force writes into it)")
+        raise AssignmentError(f"--out {out} is not empty (--force writes into it)")
     chosen = sorted(set(classes.values()) | ({"TestTraining"} if with_training else set()))
     student = {"dydiff.py": blank(source, functions),
                "test_dydiff.py": select_tests(tests, chosen, functions),
@@ -497,8 +495,8 @@ def build(functions: list[str], out, seed: int = 0, with_training: bool = False,
     found = leaks(source, functions, {f"student/{k}": v for k, v in student.items()
                                       if k.endswith(".py")})  # fmt: skip
     if found:
-        fail(f"the student's folder would hold the solution: {found[0]}"
-             + (f" (and {len(found) - 1} more)" if len(found) > 1 else ""))  # fmt: skip
+        more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+        raise AssignmentError(f"the student's folder would hold the solution: {found[0]}{more}")
     graded = graded_tests(student["test_dydiff.py"], functions, source)
     hidden_ids = test_ids(hidden, "test_hidden.py")
     points = dict(functions=functions, seed=seed, timeout=timeout, total_timeout=total_timeout,
@@ -524,7 +522,7 @@ def build(functions: list[str], out, seed: int = 0, with_training: bool = False,
                 shutil.copymode(kit / Path(rel).name, path)
             written[rel] = path
     except OSError as e:
-        fail(f"cannot write to {out}: {e.strerror or e}")
+        raise AssignmentError(f"cannot write to {out}: {e.strerror or e}")
     return written
 
 
@@ -532,12 +530,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(argv)
     except AssignmentError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(str(e))
 
 
 def run(argv: list[str] | None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("functions", nargs="*", metavar="FUNCTION",
                         help="a function or method of dydiff.py, e.g. TD3BC.update")  # fmt: skip
     parser.add_argument("--out", type=Path, help="the assignment's folder")
@@ -551,7 +548,8 @@ def run(argv: list[str] | None) -> int:
             print(f"{name:34} {lesson}")
         return 0
     if not args.functions or args.out is None:
-        fail("give one FUNCTION or more and --out DIR (--list names the ready ones)")
+        raise AssignmentError("give one FUNCTION or more and --out DIR "
+                              "(--list names the ready ones)")
     paths = build(args.functions, args.out, args.seed, args.with_training, args.force)
     source = (ROOT / "dydiff.py").read_text()
     tree = ast.parse(source)

@@ -51,7 +51,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, too
-from scripts.files import file_lock  # noqa: E402
+from scripts.files import file_lock, one_line_errors  # noqa: E402
 from scripts.pointmaze_dataset import check_local, save_dataset  # noqa: E402
 
 ENV_ID = "Hopper-v5"
@@ -264,7 +264,7 @@ def load_or_generate(level: str, seed: int = 0, target: float = 1400.0, max_step
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.error = lambda message: parser.exit(2, f"error: {message}\n")  # one line, no usage
+    one_line_errors(parser)
     parser.add_argument("--level", choices=("medium-replay", "medium"), default="medium-replay",
                         help="medium-replay (what the results use) or also medium (+22 min)")
     parser.add_argument("--remake", action="store_true", help="train SAC anew, not data/'s file")

@@ -44,7 +44,7 @@ from gymnasium_robotics.envs.maze.maze_v4 import Maze
 from matplotlib.patches import Rectangle
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, too
-from scripts.files import file_lock  # noqa: E402
+from scripts.files import file_lock, one_line_errors  # noqa: E402
 
 gym.register_envs(gymnasium_robotics)  # registers the PointMaze_* environments
 
@@ -398,12 +398,6 @@ def load_or_generate(
 
 
 # ---- Command line ----
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        """Bad input: one line on stderr and exit code 2, no usage block."""
-        self.exit(2, f"error: {message}\n")
-
-
 def _report(dataset: minari.MinariDataset, path: Path, args: argparse.Namespace) -> None:
     """What the dataset is, where it is, and how to train on it."""
     meta = dataset.storage.metadata
@@ -428,7 +422,7 @@ def _report(dataset: minari.MinariDataset, path: Path, args: argparse.Namespace)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(description=__doc__.split("\n\n")[0])
+    parser = one_line_errors(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]))
     parser.add_argument("--maze", required=True, choices=MAZES, help="which maze")
     parser.add_argument("--steps", type=int, default=1_000_000, help="environment steps")
     parser.add_argument("--dense", action="store_true", help="dense reward exp(-distance)")

@@ -80,6 +80,47 @@ def test_the_goal_controller_reaches_the_goal_from_every_start():
     assert lab.EXPERT_RETURN.mean() > 5 * lab.RANDOM_RETURN.mean(), "100 and 0 must be far apart"
 
 
+def test_random_baseline_draws_new_actions_at_every_step_from_one_seeded_generator(monkeypatch):
+    actions = []
+    real_step = lab.step
+    monkeypatch.setattr(lab, "step", lambda s, a: actions.append(np.array(a)) or real_step(s, a))
+    returns = lab.episode_returns(lab.random_actions())
+    monkeypatch.undo()
+    a = np.stack(actions)  # [steps, episodes, 2]
+    assert len(a) == lab.EPISODE
+    same = np.all(a[1:] == a[:-1], axis=2)  # [steps - 1, episodes]: the action did not change
+    assert not same.any(), f"random actions must change at every step ({same.sum()} repeats)"
+    assert np.abs(a).max() <= 1 and a.min() < -0.9 and a.max() > 0.9, "uniform in [-1, 1]"
+    assert np.array_equal(returns, lab.RANDOM_RETURN), "the 0 point is this policy's return"
+    again = lab.episode_returns(lab.random_actions())
+    assert np.array_equal(again, returns), "seeded: the baseline repeats"
+    rng = np.random.default_rng(1)  # one generator, as the lab's own docstring says
+    want = lab.episode_returns(lambda s: rng.uniform(-1, 1, (len(s), 2)))
+    assert np.array_equal(lab.RANDOM_RETURN, want), "RANDOM_RETURN: one generator, seed 1"
+
+
+def test_renormalised_record_is_the_stored_scores_on_the_new_0_point():
+    """results/lab/renormalised.json against the formula, recomputed here from main.json and the
+    two baselines; the README and docs/lab.md show its line."""
+    new_file = json.loads((ROOT / "results" / "lab" / "renormalised.json").read_text())
+    stored = json.loads((ROOT / "results" / "lab" / "main.json").read_text())
+    old = lab.episode_returns(lambda s: np.random.default_rng(1).uniform(-1, 1, (len(s), 2))).mean()
+    new, expert = lab.RANDOM_RETURN.mean(), lab.EXPERT_RETURN.mean()
+    assert new_file["random_return"] == pytest.approx({"old": old, "new": new}, rel=1e-12)
+    assert new_file["expert_return"] == pytest.approx(expert, rel=1e-12)
+    record = new_file["records"]["main.json"]
+    assert record["line_old"] == stored["line"], "the old line is the stored record's"
+    for algo, finals in stored["final"].items():
+        for seed, score in finals.items():
+            ret = old + score * (expert - old) / 100  # the raw return behind the stored score
+            want = 100 * (ret - new) / (expert - new)
+            assert record["final"][algo][seed] == pytest.approx(want, abs=1e-9), (algo, seed)
+    finals = {a: list(f.values()) for a, f in record["final"].items()}
+    assert record["line"] == lab.summary_line(finals, 2), "the line of the renormalised scores"
+    for doc in ("README.md", "docs/lab.md"):
+        assert record["line"] in (ROOT / doc).read_text(), f"{doc} must show the renormalised line"
+
+
 def test_tiny_run_ends_with_the_line_in_its_exact_format(capsys):
     lines = run_lab(capsys)
     assert re.fullmatch(LINE, lines[-1]), f"the last line must be the lab line: {lines[-1]!r}"
@@ -109,7 +150,7 @@ def test_results_file_has_the_line_scores_and_no_absolute_path(tmp_path, capsys)
     assert record["line"] == line, "the file holds the printed line"
     assert set(record["final"]) == {"td3bc", "dydiff", "m0"}, record["final"].keys()
     assert all(len(v) == 2 for v in record["final"].values()), "one final score per seed"
-    for key in ("command", "commit", "seconds", "cpu", "config"):
+    for key in ("command", "commit", "seconds", "cpu", "config", "random_return", "expert_return"):
         assert key in record, f"results must record {key}"
     text = json.dumps({k: v for k, v in record.items() if k != "command"})
     assert not re.search(r"/(work|tmp|root|home)/", text), "no absolute path of this machine"
