@@ -17,8 +17,8 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benc
 KIT = ROOT / "scripts" / "assignment"  # a built assignment's grade.py comes from here
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 LINK = re.compile(r"\]\(([^)\s]+)\)")
-CITED = re.compile(r"(?<![\w/.~-])((?:results|benchmarks|scripts|docs|tests|notebooks|data)/"
-                   r"(?:[^\s`'\"(),;|{]|\{[^\s{}]*\})*)")  # a.{json,png} whole
+FOLDERS = "results|benchmarks|scripts|docs|tests|notebooks|data"
+CITED = re.compile(rf"(?<![\w/.~-])((?:{FOLDERS})/(?:[^\s`'\"(),;|{{]|\{{[^\s{{}}]*\}})*)")
 SCRIPT = re.compile(r"\bpython3?\s+([\w./-]+\.py)\b")
 
 
@@ -50,7 +50,7 @@ def exists(cited: str) -> bool:
     """A cited path: as it is, a glob (*) with a match, or a template (<env>, RUN_DIR, ALGO_seedS)
     whose fixed start names something that exists."""
     for path in expand(cited.rstrip(".:")):
-        fixed = re.split(r"<|\[|(?<![a-z])(?!README)[A-Z]{2,}", path)[0]  # <env>, [..], RUN_DIR, ALGO
+        fixed = re.split(r"<|\[|(?<![a-z])(?!README)[A-Z]{2,}", path)[0]  # <env>, [.], RUN_DIR
         if fixed != path:
             found = glob.glob(str(ROOT / fixed) + "*")
         else:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         try:
             print(path, json.dumps(rule(json.loads(Path(path).read_text())["per_step"])))
         except (OSError, ValueError, KeyError) as e:
-            p.error(f"{path} is not a result of benchmarks/dm_fidelity.py with a trained actor ({e!r})")
+            p.error(f"{path}: not a record of dm_fidelity.py with a trained actor ({e!r})")
 
 
 if __name__ == "__main__":
