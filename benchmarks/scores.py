@@ -19,7 +19,7 @@ and SAMPLE standard deviation over seeds of the final score (the last evaluation
 the last five evaluations and of the best evaluation, and for every label against --baseline the
 paired difference over the seeds both have, with every statistic of benchmarks/stats.py (bootstrap
 and t intervals, sign-flip p, seeds ahead, the verdict). --driver SCRIPT runs SCRIPT instead of
-train_offline.py (same flags: an intervention such as benchmarks/relabelled_rollouts.py).
+train_offline.py (same flags: an intervention such as benchmarks/studies/relabelled_rollouts.py).
 --with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
 DyDiff, whose M is the default 2, as "M=2" of the ablation; GROUP/LABEL keeps the label's name, so
 dm_earns_its_place/M=0 is that group's "M=0" and joins this group's "M=0"), without copying their
