@@ -21,6 +21,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 from benchmarks.dm_fidelity import CLOSED  # noqa: E402
+from scripts.files import one_line_errors  # noqa: E402
 
 
 def rule(results: dict) -> dict:
@@ -44,7 +45,7 @@ def rule(results: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.error = lambda message: p.exit(2, f"error: {message}\n")  # one line, no usage
+    one_line_errors(p)
     p.add_argument("json", nargs="+", metavar="JSON", help="records of benchmarks/dm_fidelity.py")
     for path in p.parse_args(argv).json:
         try:
