@@ -74,7 +74,7 @@ def resolve_task(name: str) -> Task:
     maze = dataset_id.rsplit("/", 1)[-1].split("-")[0]
     if "pointmaze/" not in dataset_id or maze not in pointmaze.MAZES:
         return Task(dataset_id)
-    updates = 50_000 if maze == "umaze" else 125_000  # larger mazes: docs/results.md
+    updates = 50_000 if maze == "umaze" else 125_000  # larger mazes: docs/history.md
     return Task(dataset_id, maze, "-dense" in dataset_id, 50, dict(updates=updates, dm_steps=5_000))
 
 
@@ -450,8 +450,8 @@ def finish(run_dir, args, task, rows, times, trainer, dataset, data, files, data
     }  # fmt: skip
     atomic_write(run_dir / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
     fig, ax = plt.subplots(figsize=(6, 4))
-    finals = sorted(Path(__file__).parent.glob(f"results/final*_{args.env}.json"))[-1:]
-    for path in finals if scores else []:  # behind the run: the task's final comparison, if any
+    finals = sorted(Path(__file__).parent.glob(f"results/dm_earns_its_place_{args.env}.json"))
+    for path in finals if scores else []:  # behind the run: our final runs of the task, if any
         with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):  # never fatal
             for algo, row in json.loads(path.read_text()).items():
                 ax.plot(*zip(*row["mean_curve"]), lw=3, alpha=0.5, label=f"{algo}: mean of "

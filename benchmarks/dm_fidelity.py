@@ -2,7 +2,6 @@
 
     python benchmarks/dm_fidelity.py --env maze2d-umaze [--policy-run RUN_DIR] [--heldout 0.02]
         [--n-starts 256] [--seed 0] [--smoke] [--out results/dm_fidelity] [train_offline.py flags]
-    python benchmarks/dm_fidelity.py --score results/dm_fidelity/*.json   # the choice rule of each
 
 The models (dynamics ensemble, reward model, DM) are train_offline.pretrain's, with THIS command's
 settings (--model-seed and Config flags such as --dm-steps, --n-diffusion-steps, --mlp-width,
@@ -26,7 +25,8 @@ divided by the data's std (z units); a start state whose true hopper has fallen 
      (s_i, a_i, s_{i+1}) against the simulator set to s_i applying a_i; h = i + 1.
 Also timed, with --threads torch threads: one synthesis round per M and, when this command trains
 them, the models. Writes <out>/<env>__<settings>.json and .png (no absolute paths in the JSON) and
-prints a table at h = 1, 8, H - 1. Bad input: one line "error: ..." and exit code 2.
+prints a table at h = 1, 8, H - 1. Bad input: one line "error: ..." and exit code 2. The rule that
+chose the default DM from such records is a past study: benchmarks/studies/dm_choice.py.
 """
 
 from __future__ import annotations
@@ -284,7 +284,6 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
         "synthesis_stats": synth["stats"],
         "error": "per-step MSE over the state dimensions in units of the data's std, index h: "
                  "mean and median over start states (c: over stored tuples)",
-        "rule": rule(results) if "b: trained actor" in results else None,
         "per_step": results,
     }  # fmt: skip
     text = json.dumps(record, indent=1)
@@ -292,27 +291,8 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> N
     title = f"{name}: per-step MSE in std units, mean (median dashed), commit {drv.COMMIT}"
     plot(results, cfg.horizon, title, out / f"{name}.png")
     print_table(results, cfg.horizon)
-    print(f"\nseconds: {json.dumps(record['seconds'])}\nrule: {json.dumps(record['rule'])}")
+    print(f"\nseconds: {json.dumps(record['seconds'])}")
     print(f"wrote {out}/{name}.json and .png")
-
-
-def rule(results: dict) -> dict:
-    """Issue 26's choice rule (docs/dm_fidelity.md), for the mean and the median over start states:
-    score = mean log10 of DyDiff M = 2's error under the trained actor (b) and of M = 2's stored
-    tuples (c), at h = 8 and h = H - 1 (lower is better); below_from = the first h from which
-    DyDiff M = 2 stays below the single-step model (M = 0) under the trained actor."""
-    b, c = results["b: trained actor"], results["c: stored tuples (trained actor)"]
-    out = {}
-    for stat in ("mean", "median"):
-        m2, m0, tuples = b[CLOSED[2]][stat], b[CLOSED[0]][stat], c["M=2"][stat]
-        last = len(m2) - 1
-        four = [m2[min(8, last)], m2[last], tuples[min(8, last)], tuples[last]]
-        above = [h for h in range(1, last + 1) if m2[h] is None or m0[h] is None or m2[h] >= m0[h]]
-        score = np.mean(np.log10(four)) if None not in four else None  # None: every hopper fell
-        out[f"score_{stat}"] = None if score is None else round(float(score), 3)
-        below_from = above[-1] + 1 if above else 1
-        out[f"below_from_{stat}"] = below_from if below_from <= last else None  # None: never
-    return out
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -326,15 +306,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="results/dm_fidelity", help="folder for the JSON and picture")
     p.add_argument("--heldout", type=float, default=0.02, help="share of episodes held out")
     p.add_argument("--n-starts", type=int, default=256, help="start states per condition")
-    p.add_argument("--score", nargs="+", metavar="JSON", help="only print the rule of such files")
     own, rest = p.parse_known_args(argv)
-    if own.score:
-        for path in own.score:
-            try:
-                print(path, json.dumps(rule(json.loads(Path(path).read_text())["per_step"])))
-            except (OSError, ValueError, KeyError) as e:
-                p.error(f"{path} is not a result of this benchmark with a trained actor ({e!r})")
-        return
     if not 0 < own.heldout <= 0.5:
         p.error(f"--heldout must be in (0, 0.5], got {own.heldout}")
     if own.n_starts < 2:

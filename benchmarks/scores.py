@@ -2,8 +2,8 @@
 
     python benchmarks/scores.py --env maze2d-umaze --algos dydiff td3bc --seeds 0 1 2 [--parallel 2]
     python benchmarks/scores.py --env maze2d-umaze --aggregate-only
-    python benchmarks/scores.py --algos dydiff --seeds 0 1 2 --iterations 0 --label M=0 --group ablation_M
-    python benchmarks/scores.py --group ablation_M --baseline M=0 --with-runs scores/dydiff=M=2 \
+    python benchmarks/scores.py --algos dydiff --seeds 0 1 2 --iterations 0 --label M=0 --group my_ablation
+    python benchmarks/scores.py --group my_ablation --baseline M=0 --with-runs scores/dydiff=M=2 \
         --aggregate-only
 
 Anything not listed below goes to train_offline.py as it is (--iterations 0 above), checked by its
@@ -19,13 +19,13 @@ and SAMPLE standard deviation over seeds of the final score (the last evaluation
 the last five evaluations and of the best evaluation, and for every label against --baseline the
 paired difference over the seeds both have, with every statistic of benchmarks/stats.py (bootstrap
 and t intervals, sign-flip p, seeds ahead, the verdict). --driver SCRIPT runs SCRIPT instead of
-train_offline.py (same flags: an intervention such as benchmarks/relabelled_rollouts.py).
+train_offline.py (same flags: an intervention such as benchmarks/studies/relabelled_rollouts.py).
 --with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
 DyDiff, whose M is the default 2, as "M=2" of the ablation; GROUP/LABEL keeps the label's name, so
-final29/M=0 is that group's "M=0" and joins this group's "M=0"), without copying their files, and
-only on the seeds of this group's own runs (if it has any), so that every row covers the same seeds;
-with --aggregate-only, --seeds S... sets those seeds for every row instead (seeds 0-9 of one group
-and 10-19 of another make one row of 20).
+dm_earns_its_place/M=0 is that group's "M=0" and joins this group's "M=0"), without copying their
+files, and only on the seeds of this group's own runs (if it has any), so that every row covers the
+same seeds; with --aggregate-only, --seeds S... sets those seeds for every row instead (seeds 0-9 of
+one group and 10-19 of another make one row of 20).
 """
 
 import argparse
@@ -149,7 +149,7 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
             runs.setdefault(r["label"], {})[r["seed"]] = r
     seeds = set(only_seeds) or {s for by_seed in runs.values() for s in by_seed}  # this group's
     for spec in with_runs:  # "scores/dydiff=M=2": the runs labelled dydiff in results/scores/
-        other, rest = spec.split("/", 1)  # "final29/M=0": its label M=0 as it is (labels hold "=")
+        other, rest = spec.split("/", 1)  # "dm_earns_its_place/M=0": its label M=0 as it is
         found = read_runs(other, env)
         label, name = (rest, rest) if rest in {r["label"] for r in found} else rest.split("=", 1)
         for r in found:

@@ -1,5 +1,6 @@
-"""Tests of the benchmarks: rollout error and policy injection (Fig. 3), the critic study, the
-score aggregation, speed and the goal study."""
+"""Tests of the benchmarks: rollout error and policy injection (Fig. 3), the score aggregation,
+speed, the synthetic-data study, the layout (no reusable benchmark imports a past study; each study
+runs from a clone), and the past studies in benchmarks/studies/ (critic, goal, DM cost)."""
 
 import json
 import os
@@ -22,10 +23,10 @@ from scripts import pointmaze_dataset as P
 from support import HERE, load_script, run_dirs, run_main
 
 RE = load_script("rollout_error", "benchmarks/rollout_error.py")
-CS = load_script("critic", "benchmarks/critic_study.py")
+CS = load_script("critic", "benchmarks/studies/critic_study.py")
 SP = load_script("speed", "benchmarks/speed.py")
-GS = load_script("goal_study", "benchmarks/goal_study.py")
-DC = load_script("dm_cost", "benchmarks/dm_cost.py")
+GS = load_script("goal_study", "benchmarks/studies/goal_study.py")
+DC = load_script("dm_cost", "benchmarks/studies/dm_cost.py")
 SC = load_script("scores", "benchmarks/scores.py")
 SS = load_script("synthetic_study", "benchmarks/synthetic_study.py")
 
@@ -453,3 +454,21 @@ def test_dm_cost_refuses_a_candidate_that_changes_the_rl_budget(capsys):
         assert e.value.code == 2 and "--rollout-every" in err and err.count("\n") == 1, err
 
 
+def test_no_reusable_benchmark_imports_a_study_and_each_study_runs_from_a_clone(tmp_path):
+    """benchmarks/*.py never import benchmarks/studies/ (a study may import a benchmark, not the
+    reverse); every study answers --help from any working folder (its imports resolve)."""
+    import ast
+
+    for path in sorted((HERE / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []  # fmt: skip
+            assert not any("studies" in n for n in names), f"{path.name} imports a study: {names}"
+    studies = sorted(str(p) for p in (HERE / "benchmarks" / "studies").glob("*.py"))
+    assert len(studies) >= 6
+    code = ("import runpy, sys\nfor f in sys.argv[1:]:\n    sys.argv = [f, '--help']\n    try:\n"
+            "        runpy.run_path(f, run_name='__main__')\n    except SystemExit as e:\n"
+            "        assert e.code in (0, None), (f, e.code)\n    print('STUDY-OK', f)")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code, *studies], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0 and res.stdout.count("STUDY-OK ") == len(studies), res.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""Tests of benchmarks/dm_fidelity.py on a tiny maze dataset (2,000 steps): a perfect model has no
+"""Tests of benchmarks/dm_fidelity.py (and of the study that chose the DM from its records,
+benchmarks/studies/dm_choice.py) on a tiny maze dataset (2,000 steps): a perfect model has no
 error, the one-step consistency sees a shifted tuple, held-out episodes stay out of training, bad
 input is one line. Run: python -m pytest -q tests/test_dm_fidelity.py"""
 
@@ -18,6 +19,7 @@ import dydiff  # noqa: E402
 import train_offline as T  # noqa: E402
 from benchmarks import dm_fidelity as F  # noqa: E402
 from benchmarks import rollout_error as RE  # noqa: E402
+from benchmarks.studies import dm_choice as DC  # noqa: E402
 from scripts import pointmaze_dataset as P  # noqa: E402
 from scripts.files import data_hash  # noqa: E402
 
@@ -183,13 +185,18 @@ def test_smoke_run_from_the_command_line(maze, tmp_path):
     assert str(tmp_path) not in texts and str(ROOT) not in texts, "no absolute path in the JSON"
     assert path.with_suffix(".png").stat().st_size > 10_000
     assert "DyDiff M=2" in result.stdout
-    assert set(record["rule"]) == {"score_mean", "below_from_mean", "score_median",
-                                   "below_from_median"}  # fmt: skip
+    assert "rule" not in record, "the choice rule is a study's: benchmarks/studies/dm_choice.py"
+    assert set(DC.rule(record["per_step"])) == {"score_mean", "below_from_mean", "score_median",
+                                                "below_from_median"}  # fmt: skip
+    choice = [sys.executable, "benchmarks/studies/dm_choice.py", str(path.with_suffix(".png"))]
+    bad = subprocess.run(choice, cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and bad.stderr.count("\n") == 1
 
 
-def test_rule_scores_by_hand():
-    """The choice rule: mean log10 of M = 2's errors at h = 8 and H - 1 under the trained actor (b)
-    and of its stored tuples (c); the first h from which M = 2 stays below M = 0."""
+def test_choice_rule_scores_by_hand():
+    """The choice rule (benchmarks/studies/dm_choice.py): mean log10 of M = 2's errors at h = 8 and
+    H - 1 under the trained actor (b) and of its stored tuples (c); the first h from which M = 2
+    stays below M = 0."""
     H = 12
     m0 = [0.0] + [1e-2] * (H - 1)
     m2 = [0.0] + [2e-2] * 4 + [1e-3] * (H - 5)  # above M = 0 up to h = 4, below from h = 5 on
@@ -197,10 +204,10 @@ def test_rule_scores_by_hand():
     res = {"b: trained actor": {F.CLOSED[0]: {"mean": m0, "median": m0},
                                 F.CLOSED[2]: {"mean": m2, "median": m2}},
            "c: stored tuples (trained actor)": {"M=2": {"mean": tuples, "median": tuples}}}  # fmt: skip
-    assert F.rule(res) == {"score_mean": -3.5, "below_from_mean": 5,
-                           "score_median": -3.5, "below_from_median": 5}  # (-3 - 3 - 4 - 4) / 4
+    assert DC.rule(res) == {"score_mean": -3.5, "below_from_mean": 5,
+                            "score_median": -3.5, "below_from_median": 5}  # (-3 - 3 - 4 - 4) / 4
     m2[-1] = 1.0  # above again at the last step: never below by the end
-    assert F.rule(res)["below_from_mean"] is None
+    assert DC.rule(res)["below_from_mean"] is None
 
 
 def test_smoke_run_on_hopper(tmp_path):

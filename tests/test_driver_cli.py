@@ -75,13 +75,13 @@ def test_same_seed_same_numbers_with_cached_or_rebuilt_models(workdir, capsys):
 
 def test_learning_curve_shows_the_final_comparison_behind_the_run(workdir, monkeypatch, tmp_path):
     """learning_curve.png: the run's scores, and behind them the mean curves of every row of the
-    task's latest final comparison in results/ (scores.py's aggregate: TD3+BC and DyDiff, or M = 0,
+    task's final runs in results/ (scores.py's aggregate of the group dm_earns_its_place: M = 0,
     M = 2 and TD3+BC); an unreadable one is left out."""
     drawn = []
     monkeypatch.setattr(T, "save_figure", lambda fig, path: drawn.append(
         {line.get_label(): line.get_xydata().tolist() for line in fig.axes[0].lines}))
     assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "5") == 0
-    (final,) = sorted(HERE.glob("results/final*_maze2d-umaze.json"))[-1:]
+    final = HERE / "results" / "dm_earns_its_place_maze2d-umaze.json"
     table = json.loads(final.read_text())
     means = {k.split(":")[0]: v for k, v in drawn[0].items() if k.endswith(final.name)}
     assert means == {algo: row["mean_curve"] for algo, row in table.items()} and len(means) >= 2
@@ -89,7 +89,7 @@ def test_learning_curve_shows_the_final_comparison_behind_the_run(workdir, monke
               if r["score"]]  # fmt: skip
     assert drawn[0]["this run (td3bc)"] == scores
     (tmp_path / "results").mkdir()
-    (tmp_path / "results" / "final99_maze2d-umaze.json").write_text('{"td3bc": {"mean_cu')
+    (tmp_path / "results" / final.name).write_text('{"td3bc": {"mean_cu')
     monkeypatch.setattr(T, "__file__", str(tmp_path / "train_offline.py"))
     assert run_main(workdir, "--smoke", "--algo", "td3bc", "--seed", "5") == 0
     assert list(drawn[1]) == ["this run (td3bc)"]

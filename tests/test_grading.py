@@ -4,7 +4,7 @@ as a teacher and as Gradescope's run_autograder would run it).
 
 The grading runs use window_starts, the cheapest assignment: every submission is a fresh Python
 that imports torch. Five submissions are graded in one command: the solution (full marks), a
-realistic mistake from benchmarks/mutants.py (loses points), the blank (at most a tenth), one that
+realistic mistake from tests/mutants.py (loses points), the blank (at most a tenth), one that
 does not import and one that hangs on some inputs (the per-test time limit)."""
 
 import ast
@@ -21,7 +21,7 @@ import pytest
 from support import HERE, load_script
 
 MA = load_script("make_assignment", "scripts/make_assignment.py")
-MU = load_script("mutants", "benchmarks/mutants.py")
+MU = load_script("mutants", "tests/mutants.py")
 SOURCE = (HERE / "dydiff.py").read_text()
 TESTS = (HERE / "test_dydiff.py").read_text()
 # critic_target's body, its variables renamed and its lines laid out otherwise

@@ -1,5 +1,5 @@
 """Tests of the score aggregation (benchmarks/scores.py), its statistics (benchmarks/stats.py,
-cases worked by hand) and the relabelled-rollouts intervention (benchmarks/relabelled_rollouts.py)."""
+cases worked by hand) and the relabelled-rollouts intervention (benchmarks/studies/relabelled_rollouts.py)."""
 
 import json
 
@@ -165,7 +165,7 @@ def test_scores_refuses_the_flags_it_sets_itself(monkeypatch, capsys):
 def test_relabelled_rollouts_store_single_step_next_states():
     """The intervention keeps synthesise's states and actions (same seed) and replaces each next
     state by the single-step model's f(s, a) (one elite: deterministic), terminals following it."""
-    RR = load_script("relabelled", "benchmarks/relabelled_rollouts.py")
+    RR = load_script("relabelled", "benchmarks/studies/relabelled_rollouts.py")
     cfg = D.Config(horizon=6, n_diffusion_steps=3, mlp_width=16, mlp_blocks=1, n_members=2,
                    n_elites=1, dynamics_hidden=8, reward_hidden=8, keep_ratio=0.5)  # fmt: skip
     dynamics, dm = D.build_dynamics(cfg, 3, 2), D.build_diffusion(cfg, 3, 2)

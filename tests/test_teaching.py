@@ -1,6 +1,6 @@
 """Tests of the teachers' tools and of test_dydiff.py's promises: scripts/make_assignment.py (each
 ready assignment's tests fail on its blank within 10 s and pass on the solution; the student's
-folder holds no solution; bad input is one line), benchmarks/mutants.py (a textbook bug is caught;
+folder holds no solution; bad input is one line), tests/mutants.py (a textbook bug is caught;
 a mutation whose text is gone stops it), and test_dydiff.py's imports (it runs beside dydiff.py
 alone). The instructor's kit and the grader: tests/test_grading.py."""
 
@@ -14,7 +14,7 @@ import pytest
 from support import HERE, load_script
 
 MA = load_script("make_assignment", "scripts/make_assignment.py")
-MU = load_script("mutants", "benchmarks/mutants.py")
+MU = load_script("mutants", "tests/mutants.py")
 SOURCE = (HERE / "dydiff.py").read_text()
 
 

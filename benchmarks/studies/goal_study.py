@@ -1,6 +1,6 @@
 """What trained maze policies do at the goal, where the score is made (the late-decline diagnosis).
 
-    python benchmarks/goal_study.py RUN_DIR [RUN_DIR ...] [--episodes 50] [--out results/dev]
+    python benchmarks/studies/goal_study.py RUN_DIR [RUN_DIR ...] [--episodes 50] [--out runs]
 
 A run of train_offline.py keeps the actor and its Polyak-averaged target of every evaluation in
 RUN_DIR/actors/. For each run, this takes two of them: the one of the run's best evaluation (the
@@ -29,10 +29,10 @@ import minari
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import train_offline as T  # noqa: E402
-from benchmarks.critic_study import open_maze_run  # noqa: E402
+from benchmarks.studies.critic_study import open_maze_run  # noqa: E402
 
 
 def episode_stats(policy, env, seed: int) -> dict:
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--episodes", type=int, default=50)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "dev")
+    p.add_argument("--out", type=Path, default=ROOT / "runs")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     try:

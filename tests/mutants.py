@@ -1,10 +1,10 @@
 """Mutation benchmark: do the tests of dydiff.py catch textbook bugs, and isolate a blank?
 
-    python benchmarks/mutants.py                  # every mutation; writes results/mutants.json
-    python benchmarks/mutants.py --only "TD3 target: max of the twin critics"
-    python benchmarks/mutants.py --blanks         # also blank each ready assignment
-    python benchmarks/mutants.py --hidden         # also the assignment's hidden tests (seed 0)
-    python benchmarks/mutants.py --list
+    python tests/mutants.py                  # every mutation; writes results/mutants.json
+    python tests/mutants.py --only "TD3 target: max of the twin critics"
+    python tests/mutants.py --blanks         # also blank each ready assignment
+    python tests/mutants.py --hidden         # also the assignment's hidden tests (seed 0)
+    python tests/mutants.py --list
 
 A mutation is one small source edit of dydiff.py (a string replaced), a bug from the textbook or
 from our own history. Each is applied to a copy of dydiff.py in a temporary folder beside
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"blank {function}: own {'fails' if not own['passed'] else 'PASSES'} "
                       f"({own['seconds']} s), other classes {verdict}", flush=True)  # fmt: skip
     record = dict(
-        command="python benchmarks/mutants.py" + (" --blanks" if args.blanks else "")
+        command="python tests/mutants.py" + (" --blanks" if args.blanks else "")
         + (" --hidden" if args.hidden else ""),
         commit=git_commit() or "?",
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

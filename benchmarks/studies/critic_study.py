@@ -1,7 +1,7 @@
 """Why does DyDiff's critic loss grow? A look inside finished maze runs (settings are chosen on
 development seeds; on the final runs this only describes what happened).
 
-    python benchmarks/critic_study.py runs/dev/maze2d-umaze/*/maze2d-umaze__*  [--out results/dev]
+    python benchmarks/studies/critic_study.py runs/mazes_dev/maze2d-umaze/*/maze2d-umaze__*  [--out runs]
 
 For each run folder (its checkpoint.pt, read by train_offline.read_run, and config.json) it reports:
 - the critic loss: at the first log, its maximum, at the end;
@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import dydiff  # noqa: E402
 import train_offline as T  # noqa: E402
@@ -131,7 +131,7 @@ def q_against_return(agent: dydiff.TD3BC, env, gamma: float, episodes=50, steps=
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("runs", nargs="+", type=Path)
-    p.add_argument("--out", type=Path, default=ROOT / "results" / "dev")
+    p.add_argument("--out", type=Path, default=ROOT / "runs")
     args = p.parse_args()
     torch.set_num_threads(1)  # it runs beside training runs
     try:  # runs without a checkpoint yet are left out

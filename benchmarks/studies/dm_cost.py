@@ -1,6 +1,6 @@
-"""What a DM candidate costs a run (issue 26's cost limit), measured in one process on one machine.
+"""What a DM candidate costs a run (the DM choice's cost limit), measured in one process on one machine.
 
-    python benchmarks/dm_cost.py --env maze2d-umaze --base BEFORE_RL RL [--threads 1]
+    python benchmarks/studies/dm_cost.py --env maze2d-umaze --base BEFORE_RL RL [--threads 1]
         [--candidate "--dm-steps 20000" ...]
 
 For the default settings of --env and each --candidate (train_offline.py flags), it times, with
@@ -11,7 +11,7 @@ the task on this machine (its summary.json's phase_seconds): the seconds before 
 DM (data + dynamics + reward) and the RL seconds of a cached run. Then, per candidate:
     cached run = RL + rounds x (round - default round),   rounds = updates / rollout_every
     first run  = cached run + BEFORE_RL + dm_steps / (DM steps/s)
-and both against the default's, which the issue limits to 1.25x (cached) and 1.5x (first).
+and both against the default's, which the choice rule limits to 1.25x (cached) and 1.5x (first).
 Time it on an otherwise idle machine. Prints a table; writes nothing.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import train_offline as drv  # noqa: E402
 from benchmarks import speed  # noqa: E402

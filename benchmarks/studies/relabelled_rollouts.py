@@ -5,7 +5,7 @@ a stay DyDiff's (with M = 2: the DM's injected states and pi's actions), so the 
 same state distribution, but each stored tuple is a step the single-step model would make; the
 terminal flags follow the new s'. Same flags as train_offline.py; run it through scores.py:
 
-    python benchmarks/scores.py --driver benchmarks/relabelled_rollouts.py --algos dydiff \\
+    python benchmarks/scores.py --driver benchmarks/studies/relabelled_rollouts.py --algos dydiff \\
         --seeds 100 101 --label M=2_relabelled --group why_umaze --threads 1
 """
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import dydiff  # noqa: E402
 import train_offline  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Does the dynamics ensemble's uncertainty see a rollout go through a wall? Before any RL run.
 
-    python benchmarks/uncertainty_probe.py --env maze2d-medium [--n 4096] [--out DIR]
+    python benchmarks/studies/uncertainty_probe.py --env maze2d-medium [--n 4096] [--out DIR]
 
 With the task's dynamics ensemble (cache/ or trained as a run trains it), u(s, a) =
 EnsembleDynamics.uncertainty, the quantity the remedy (--uncertainty-penalty, --uncertainty-halt)
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 import train_offline as drv  # noqa: E402
 from benchmarks import rollout_error as RE  # noqa: E402
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         result = run(args, own.n)
     except drv.UserError as e:
         sys.exit(f"error: {e}")
-    record = {"command": " ".join(["python benchmarks/uncertainty_probe.py", *argv]),
+    record = {"command": " ".join(["python benchmarks/studies/uncertainty_probe.py", *argv]),
               "commit": drv.COMMIT, "env": args.env, "seed": args.seed, "n": own.n} | result
     path = Path(own.out, "uncertainty_probe.json")
     drv.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
