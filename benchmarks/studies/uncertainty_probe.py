@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
               "commit": drv.COMMIT, "env": args.env, "seed": args.seed, "n": own.n} | result
     path = Path(own.out, "uncertainty_probe.json")
     drv.atomic_write(path, lambda tmp: tmp.write_text(json.dumps(record, indent=1)))
-    for name in ("data", "rollout_steps_free", "rollout_steps_into_walls", "first_step_into_a_wall"):
+    names = ("data", "rollout_steps_free", "rollout_steps_into_walls", "first_step_into_a_wall")
+    for name in names:
         r = result[name]
         print(f"{name:26s} n {r['n']:>8,}  u median {r['q50']:.4f}  q99 {r['q99']:.4f}  "
               f"q99.9 {r['q99.9']:.4f}  max {r['max']:.4f}")
