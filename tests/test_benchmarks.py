@@ -29,6 +29,7 @@ GS = load_script("goal_study", "benchmarks/studies/goal_study.py")
 DC = load_script("dm_cost", "benchmarks/studies/dm_cost.py")
 SC = load_script("scores", "benchmarks/scores.py")
 SS = load_script("synthetic_study", "benchmarks/synthetic_study.py")
+ST = load_script("synthetic_table", "benchmarks/studies/synthetic_table.py")
 
 def test_in_walls_marks_wall_cells_only():
     """On the eval env's map, whose goal cell is "g" (not 0): every point of a wall cell, no point
@@ -472,3 +473,27 @@ def test_no_reusable_benchmark_imports_a_study_and_each_study_runs_from_a_clone(
     res = subprocess.run([sys.executable, "-c", code, *studies], cwd=tmp_path, capture_output=True,
                          text=True, timeout=120)  # fmt: skip
     assert res.returncode == 0 and res.stdout.count("STUDY-OK ") == len(studies), res.stderr[-2000:]
+
+
+def test_synthetic_table_means_and_ranges_over_records(tmp_path, capsys):
+    """Each cell is the mean over a group's records (range in brackets), read from the synthesis of
+    its row; a missing value (no dropped trajectory) is left out, not counted as 0."""
+    def record(x: float, dropped):
+        side = {"inconsistency": x, "inconsistency_per_step": [x, 2 * x], "reward_predicted": x,
+                "reward_true": x, "reached_goal": x}  # fmt: skip
+        per = {"kept": side, "all": side, "true_return_kept": x, "true_return_dropped": dropped,
+               "q_synthetic": x, "q_data": x, "coverage_synthetic": x, "coverage_data": x}  # fmt: skip
+        return {"per_M": {"0": per, "2": {**per, "q_synthetic": 10 * x}}}
+
+    files = []
+    for i, (x, dropped) in enumerate(((1.0, None), (3.0, 5.0))):
+        files.append(tmp_path / f"r{i}.json")
+        files[-1].write_text(json.dumps(record(x, dropped)))
+    ST.main(["--group", "umaze", *map(str, files), "--plot", str(tmp_path / "p.png")])
+    rows = {r.split(" | ")[1]: r.split(" | ") for r in capsys.readouterr().out.splitlines()[2:]}
+    header = ["", "synthesis", "n", *ST.COLUMNS]
+    m0, m2 = (dict(zip(header, rows[f"M = {m}"])) for m in (0, 2))
+    assert m0["n"] == "2" and m0["inconsistency"] == "2 (1-3)"
+    assert m0["dropped"] == "5 (5-5)"  # the record without a dropped trajectory left out
+    assert m2["Q synthetic"] == "20 (10-30)" and m0["Q synthetic"] == "2 (1-3)"
+    assert (tmp_path / "p.png").stat().st_size > 0
