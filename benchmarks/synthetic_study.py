@@ -9,8 +9,10 @@ the hardmax filter), once with M = 0 and once with M = 2 (the same start states 
 single-step rollout). Each transition (s, a, s') it would store is checked against the simulator
 set to s and stepped with a (rollout_error.simulate), and measured, for the kept trajectories
 (the learner's data) and for all:
-- inconsistency: RMS of s' - sim(s, a) in units of the data's per-dimension std, overall and per
-  step of the horizon: how far a stored tuple is from a step the simulator could make;
+- inconsistency: RMS of s' - sim(s, a) in units of the data's per-dimension std, overall, per
+  step of the horizon and per state dimension: how far a stored tuple is from a step the simulator
+  could make; and the step ratio, the stored steps' length along the simulator's (1: they agree;
+  below 1: the stored steps fall short);
 - reward: the reward model's mean r(s, a) against the true one (maze: the relabelled reward of the
   simulator's next state, pointmaze_dataset.maze_reward; Hopper: the simulator's reward);
 - success: mazes, the share of trajectories in which the simulator's step reaches a reward > 0.5
@@ -83,6 +85,16 @@ def one_step(env, states: np.ndarray, actions: np.ndarray, seed: int, maze) -> t
     return nxt, rewards, ended
 
 
+def step_agreement(s: np.ndarray, s2: np.ndarray, sim: np.ndarray, std: np.ndarray) -> tuple:
+    """Rows [R, S] of states, stored next states and the simulator's -> (RMS of s2 - sim per state
+    dimension [S], in data stds; the stored steps' length along the simulator's, sum <s2 - s,
+    sim - s> / sum |sim - s|^2 in std units: 1 when they agree, below 1 when the stored steps fall
+    short of the real ones)."""
+    real, stored = (sim - s) / std, (s2 - s) / std
+    per_dim = np.sqrt((((s2 - sim) / std) ** 2).mean(0))
+    return per_dim, float((stored * real).sum() / max((real**2).sum(), 1e-12))
+
+
 @torch.no_grad()
 def measure(r: dict, env, maze, data, agent, terminal_fn, seed: int) -> dict:
     s, a, s2 = r["states"][:, :-1], r["actions"][:, :-1], r["states"][:, 1:]
@@ -111,6 +123,8 @@ def measure(r: dict, env, maze, data, agent, terminal_fn, seed: int) -> dict:
                 ((true_r[rows] > 0.5) & v).any(1).mean() if maze is not None
                 else fell[rows].any(1).mean()),
         }  # fmt: skip
+        per_dim, ratio = step_agreement(s[rows][v], s2[rows][v], sim[rows][v], std)
+        out[name] |= {"inconsistency_per_dim": per_dim.tolist(), "step_ratio": ratio}
         if maze is None:
             out[name]["simulator_fell"] = float((sim_fell[rows] & v).any(1).mean())
     out["true_return_kept"], out["true_return_dropped"] = (

@@ -159,6 +159,20 @@ def test_one_step_repeats_the_mazes_transitions(umaze):
     env.close()
 
 
+def test_step_agreement_per_dimension_and_step_ratio():
+    """Stored next states equal to the simulator's: no error, ratio 1; stored steps half as long:
+    ratio 0.5; an error in one dimension only shows in that dimension, in data stds."""
+    rng = np.random.default_rng(0)
+    s, sim = rng.normal(size=(50, 3)), rng.normal(size=(50, 3))
+    std = np.array([1.0, 2.0, 4.0])
+    per_dim, ratio = SS.step_agreement(s, sim.copy(), sim, std)
+    assert np.allclose(per_dim, 0) and ratio == pytest.approx(1.0)
+    assert SS.step_agreement(s, s + 0.5 * (sim - s), sim, std)[1] == pytest.approx(0.5)
+    off = sim.copy()
+    off[:, 2] += 2.0  # half a std of the third dimension
+    assert np.allclose(SS.step_agreement(s, off, sim, std)[0], [0, 0, 0.5])
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("hopper")  # one worker builds the fixture (--dist loadgroup)
 def test_one_step_gives_hoppers_reward(hopper_root, monkeypatch):
@@ -189,6 +203,7 @@ def test_synthetic_study_of_a_run(dydiff_run, workdir, tmp_path):
         assert len(arm["kept"]["inconsistency_per_step"]) == h - 1
         assert np.isfinite(arm["kept"]["inconsistency"]) and arm["coverage_data"] > 0
         assert arm["kept"]["reward_predicted"] >= arm["all"]["reward_predicted"] - 1e-6
+        assert len(arm["kept"]["inconsistency_per_dim"]) == 4 and 0 < arm["kept"]["step_ratio"] < 2
     assert D.dydiff_rollout is SS.dydiff.dydiff_rollout and "watched" not in D.dydiff_rollout.__name__
     assert (tmp_path / "synthetic_study.png").exists()
 
@@ -496,4 +511,5 @@ def test_synthetic_table_means_and_ranges_over_records(tmp_path, capsys):
     assert m0["n"] == "2" and m0["inconsistency"] == "2 (1-3)"
     assert m0["dropped"] == "5 (5-5)"  # the record without a dropped trajectory left out
     assert m2["Q synthetic"] == "20 (10-30)" and m0["Q synthetic"] == "2 (1-3)"
+    assert m0["step ratio"] == "-"  # records from before the step ratio: no number made up
     assert (tmp_path / "p.png").stat().st_size > 0

@@ -6,11 +6,12 @@
 Each --group names a set of synthetic_study.json records (e.g. the final actors of five seeds of
 one arm on one task). For each group and each synthesis (M = 0, M = 2) it prints the mean over
 the records, and the range, of what the learner gets (the kept trajectories): the stored tuples'
-inconsistency with the simulator (RMS, data std units), the reward model's mean reward against
-the true one, the share of trajectories that reach the goal (mazes) or fall (Hopper), the true
-return of the kept against the dropped trajectories, the critic's Q on synthetic against data
-states, and coverage (distance to the nearest data state, against the data's own). --plot draws
-the inconsistency per step of the horizon, one line per group and M.
+inconsistency with the simulator (RMS, data std units) and their step ratio (a cell of records
+that lack it: "-"), the reward model's mean reward against the true one, the share of trajectories
+that reach the goal (mazes) or fall (Hopper), the true return of the kept against the dropped
+trajectories, the critic's Q on synthetic against data states, and coverage (distance to the
+nearest data state, against the data's own). --plot draws the inconsistency per step of the
+horizon, one line per group and M.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from scripts.files import one_line_errors  # noqa: E402
 
 COLUMNS = {  # column: how it is read from one synthesis (M) of a record
     "inconsistency": lambda r: r["kept"]["inconsistency"],
+    "step ratio": lambda r: r["kept"].get("step_ratio"),  # (records before it: none)
     "reward predicted": lambda r: r["kept"]["reward_predicted"],
     "reward true": lambda r: r["kept"]["reward_true"],
     "goal / fell": lambda r: r["kept"].get("reached_goal", r["kept"].get("fell")),
@@ -48,7 +50,8 @@ def table(groups: dict[str, list[dict]]) -> list[str]:
             for read in COLUMNS.values():
                 x = np.array([np.nan if read(r["per_M"][m]) is None else read(r["per_M"][m])
                               for r in records], float)  # fmt: skip
-                cells.append(f"{np.nanmean(x):.3g} ({np.nanmin(x):.3g}-{np.nanmax(x):.3g})")
+                cells.append("-" if np.isnan(x).all() else
+                             f"{np.nanmean(x):.3g} ({np.nanmin(x):.3g}-{np.nanmax(x):.3g})")  # fmt: skip
             lines.append(f"| {name} | M = {m} | {len(records)} | " + " | ".join(cells) + " |")
     return lines
 
