@@ -22,6 +22,9 @@ set to s and stepped with a (rollout_error.simulate), and measured, for the kept
 - the critic: the run's mean Q1(s, pi(s)) on kept synthetic states against data states;
 - coverage: mean distance of kept synthetic states to the nearest of 10,000 data states (std
   units), beside the same for 1,000 other data states.
+The M = 2 round is also measured with every next state relabelled by the single-step model,
+s' = f(s, a), as benchmarks/studies/relabelled_rollouts.py stores it ("2 relabelled"; the same
+kept trajectories; a Hopper step counts as fallen by its new s').
 Writes <out>/synthetic_study.json (one record per M) and <out>/synthetic_study.png (the
 inconsistency per step), and prints a table. Every other flag is rollout_error.py's.
 """
@@ -97,7 +100,8 @@ def step_agreement(s: np.ndarray, s2: np.ndarray, sim: np.ndarray, std: np.ndarr
 
 @torch.no_grad()
 def measure(r: dict, env, maze, data, agent, terminal_fn, seed: int) -> dict:
-    s, a, s2 = r["states"][:, :-1], r["actions"][:, :-1], r["states"][:, 1:]
+    s, a = r["states"][:, :-1], r["actions"][:, :-1]
+    s2 = r.get("next_states", r["states"][:, 1:])  # (relabelled: the single-step model's)
     n, h, s_dim = s.shape
     sim, true_r, sim_fell = one_step(env, s.reshape(-1, s_dim), a.reshape(n * h, -1), seed, maze)
     sim, true_r, sim_fell = sim.reshape(n, h, s_dim), true_r.reshape(n, h), sim_fell.reshape(n, h)
@@ -172,6 +176,11 @@ def run(argv: list[str], own: argparse.Namespace, args: argparse.Namespace) -> d
     for m in (0, 2):
         r = synthesis_round(s0, agent, models, cfg, terminal_fn, m, args.seed)
         records[m] = measure(r, env, maze, data, agent, terminal_fn, args.seed)
+    with torch.no_grad():  # M = 2 as relabelled_rollouts.py stores it: s' = f(s, a)
+        s, a = (torch.as_tensor(r[k][:, :-1], device=cfg.device) for k in ("states", "actions"))
+        f = models["dynamics"].predict(s.flatten(0, 1), a.flatten(0, 1))  # rows [N (H - 1), S]
+        r["next_states"] = f.reshape(s.shape).cpu().numpy()
+    records["2 relabelled"] = measure(r, env, maze, data, agent, terminal_fn, args.seed)
     env.close()
     out = Path(own.out)
     out.mkdir(parents=True, exist_ok=True)

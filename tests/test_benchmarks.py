@@ -198,12 +198,15 @@ def test_synthetic_study_of_a_run(dydiff_run, workdir, tmp_path):
              "1", "--cache", str(workdir / "cache_run21")])  # fmt: skip
     record = json.loads((tmp_path / "synthetic_study.json").read_text())
     h = json.loads((dydiff_run / "config.json").read_text())["config"]["horizon"]
-    for m in ("0", "2"):
+    for m in ("0", "2", "2 relabelled"):
         arm = record["per_M"][m]
         assert len(arm["kept"]["inconsistency_per_step"]) == h - 1
         assert np.isfinite(arm["kept"]["inconsistency"]) and arm["coverage_data"] > 0
         assert arm["kept"]["reward_predicted"] >= arm["all"]["reward_predicted"] - 1e-6
         assert len(arm["kept"]["inconsistency_per_dim"]) == 4 and 0 < arm["kept"]["step_ratio"] < 2
+    same = ("true_return_kept", "q_synthetic", "coverage_synthetic")  # s and a are M = 2's
+    assert all(record["per_M"]["2 relabelled"][k] == record["per_M"]["2"][k] for k in same)
+    assert record["per_M"]["2 relabelled"]["kept"] != record["per_M"]["2"]["kept"]  # s' is not
     assert D.dydiff_rollout is SS.dydiff.dydiff_rollout and "watched" not in D.dydiff_rollout.__name__
     assert (tmp_path / "synthetic_study.png").exists()
 

@@ -4,8 +4,9 @@
         [--plot FILE]
 
 Each --group names a set of synthetic_study.json records (e.g. the final actors of five seeds of
-one arm on one task). For each group and each synthesis (M = 0, M = 2) it prints the mean over
-the records, and the range, of what the learner gets (the kept trajectories): the stored tuples'
+one arm on one task). For each group and each synthesis (M = 0, M = 2, and M = 2 relabelled where
+every record of the group has it) it prints the mean over the records, and the range, of what the
+learner gets (the kept trajectories): the stored tuples'
 inconsistency with the simulator (RMS, data std units) and their step ratio (a cell of records
 that lack it: "-"), the reward model's mean reward against the true one, the share of trajectories
 that reach the goal (mazes) or fall (Hopper), the true return of the kept against the dropped
@@ -45,7 +46,7 @@ COLUMNS = {  # column: how it is read from one synthesis (M) of a record
 def table(groups: dict[str, list[dict]]) -> list[str]:
     lines = ["| group | synthesis | n | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 3) + "|"]
     for name, records in groups.items():
-        for m in ("0", "2"):
+        for m in [m for m in ("0", "2", "2 relabelled") if all(m in r["per_M"] for r in records)]:
             cells = []
             for read in COLUMNS.values():
                 x = np.array([np.nan if read(r["per_M"][m]) is None else read(r["per_M"][m])
