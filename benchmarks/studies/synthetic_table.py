@@ -6,13 +6,12 @@
 Each --group names a set of synthetic_study.json records (e.g. the final actors of five seeds of
 one arm on one task). For each group and each synthesis (M = 0, M = 2, and M = 2 relabelled where
 every record of the group has it) it prints the mean over the records, and the range, of what the
-learner gets (the kept trajectories): the stored tuples'
-inconsistency with the simulator (RMS, data std units) and their step ratio (a cell of records
-that lack it: "-"), the reward model's mean reward against the true one, the share of trajectories
-that reach the goal (mazes) or fall (Hopper), the true return of the kept against the dropped
-trajectories, the critic's Q on synthetic against data states, and coverage (distance to the
-nearest data state, against the data's own). --plot draws the inconsistency per step of the
-horizon, one line per group and M.
+learner gets (the kept trajectories): the stored tuples' inconsistency with the simulator (RMS,
+data std units) and their step ratio (a cell of records that lack it: "-"), the reward model's
+mean reward against the true one, the share of trajectories that reach the goal (mazes) or fall
+(Hopper), the true return of the kept against the dropped trajectories, the critic's Q on
+synthetic against data states, and coverage (distance to the nearest data state, against the
+data's own). --plot draws the inconsistency per step of the horizon, one line per group and M.
 """
 
 from __future__ import annotations
