@@ -100,11 +100,15 @@ def step_agreement(s: np.ndarray, s2: np.ndarray, sim: np.ndarray, std: np.ndarr
 
 @torch.no_grad()
 def measure(r: dict, env, maze, data, agent, terminal_fn, seed: int) -> dict:
+    """What the learner gets from the synthesis r; the simulator's steps from its (s, a) are kept
+    in r["simulated"], so that r measured again with relabelled next states does not redo them."""
     s, a = r["states"][:, :-1], r["actions"][:, :-1]
     s2 = r.get("next_states", r["states"][:, 1:])  # (relabelled: the single-step model's)
     n, h, s_dim = s.shape
-    sim, true_r, sim_fell = one_step(env, s.reshape(-1, s_dim), a.reshape(n * h, -1), seed, maze)
-    sim, true_r, sim_fell = sim.reshape(n, h, s_dim), true_r.reshape(n, h), sim_fell.reshape(n, h)
+    if "simulated" not in r:
+        sim, true_r, sim_fell = one_step(env, s.reshape(-1, s_dim), a.reshape(n * h, -1), seed, maze)
+        r["simulated"] = sim.reshape(n, h, s_dim), true_r.reshape(n, h), sim_fell.reshape(n, h)
+    sim, true_r, sim_fell = r["simulated"]
     std = data["observations"].std(0) + 1e-6
     err = ((s2 - sim) / std) ** 2  # [N, H-1, S]
     fell = np.zeros((n, h), bool)
