@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train_offline  # noqa: E402
 from benchmarks.stats import bootstrap_interval, describe, paired  # noqa: E402
-from scripts.files import one_line_errors  # noqa: E402
+from scripts.files import fail, one_line_errors  # noqa: E402
 
 
 def run_one(env: str, algo: str, seed: int, threads: int, extra: list[str], out: Path,
@@ -151,7 +151,12 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
     for spec in with_runs:  # "scores/dydiff=M=2": the runs labelled dydiff in results/scores/
         other, rest = spec.split("/", 1)  # "dm_earns_its_place/M=0": its label M=0 as it is
         found = read_runs(other, env)
-        label, name = (rest, rest) if rest in {r["label"] for r in found} else rest.split("=", 1)
+        labels = {r["label"] for r in found}  # "M=2=M=2": the longest LABEL of those runs
+        splits = [(rest[:i], rest[i + 1:]) for i in range(len(rest) - 1, 0, -1) if rest[i] == "="]
+        label, name = next((s for s in [(rest, rest), *splits] if s[0] in labels), (None, None))
+        if label is None:  # a typo would silently drop a row
+            fail(f"--with-runs {spec}: no such label in {results_dir(other, env).relative_to(ROOT)}/"
+                 f" (its labels: {', '.join(sorted(labels)) or 'none'})")
         for r in found:
             if r["label"] == label and (r["seed"] in seeds or not seeds):
                 runs.setdefault(name, {})[r["seed"]] = r | {"label": name}

@@ -140,6 +140,19 @@ def test_scores_aggregate_on_the_seeds_asked_for(tmp_path, monkeypatch, capsys):
              "--aggregate-only"])  # fmt: skip
     renamed = json.loads((tmp_path / "results" / "new_maze2d-umaze.json").read_text())
     assert renamed["M=9"]["seeds"] == [0, 1], "LABEL=NAME: old's b under a name holding '='"
+    (tmp_path / "results" / "old" / "maze2d-umaze" / "M=2_seed0.json").write_text(json.dumps(
+        {"label": "M=2", "seed": 0, "final_score": 7.0, "best_score": 7.0, "curve": [[1, 7.0]],
+         "phase_seconds": {"rl": 60}}))  # fmt: skip
+    SC.main(["--group", "new", "--baseline", "a", "--with-runs", "old/M=2=N", "--seeds", "0",
+             "--aggregate-only"])  # fmt: skip
+    row = json.loads((tmp_path / "results" / "new_maze2d-umaze.json").read_text())["N"]
+    assert row["final_per_seed"] == [7.0], "LABEL=NAME, LABEL holding '=': old's M=2 as N"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # a typo: one line, not a table without that row
+        SC.main(["--group", "new", "--baseline", "a", "--with-runs", "old/bb", "--aggregate-only"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert err.startswith("error: --with-runs old/bb: no such label in results/old/maze2d-umaze/")
 
 
 
