@@ -22,10 +22,10 @@ and t intervals, sign-flip p, seeds ahead, the verdict). --driver SCRIPT runs SC
 train_offline.py (same flags: an intervention such as benchmarks/studies/relabelled_rollouts.py).
 --with-runs GROUP/LABEL=NAME adds runs of another group under a name of this table (the main runs'
 DyDiff, whose M is the default 2, as "M=2" of the ablation; GROUP/LABEL keeps the label's name, so
-dm_earns_its_place/M=0 is that group's "M=0" and joins this group's "M=0"), without copying their
-files, and only on the seeds of this group's own runs (if it has any), so that every row covers the
-same seeds; with --aggregate-only, --seeds S... sets those seeds for every row instead (seeds 0-9 of
-one group and 10-19 of another make one row of 20).
+dm_earns_its_place/M=0 is that group's "M=0" and joins this group's "M=0"; a LABEL no run there has
+is an error), without copying their files, and only on the seeds of this group's own runs (if it has
+any), so that every row covers the same seeds; with --aggregate-only, --seeds S... sets those seeds
+for every row instead (seeds 0-9 of one group and 10-19 of another make one row of 20).
 """
 
 import argparse
