@@ -151,12 +151,13 @@ def aggregate(env: str, group: str, baseline: str, with_runs: tuple[str, ...] = 
     for spec in with_runs:  # "scores/dydiff=M=2": the runs labelled dydiff in results/scores/
         other, rest = spec.split("/", 1)  # "dm_earns_its_place/M=0": its label M=0 as it is
         found = read_runs(other, env)
-        labels = {r["label"] for r in found}  # "M=2=M=2": the longest LABEL of those runs
-        splits = [(rest[:i], rest[i + 1:]) for i in range(len(rest) - 1, 0, -1) if rest[i] == "="]
-        label, name = next((s for s in [(rest, rest), *splits] if s[0] in labels), (None, None))
-        if label is None:  # a typo would silently drop a row
+        labels = {r["label"] for r in found}
+        matches = [lb for lb in labels if rest == lb or rest.startswith(lb + "=")]
+        if not matches:  # a typo would silently drop a row
             fail(f"--with-runs {spec}: no such label in {results_dir(other, env).relative_to(ROOT)}/"
                  f" (its labels: {', '.join(sorted(labels)) or 'none'})")
+        label = max(matches, key=len)  # "M=2=N": the label M=2, named N
+        name = rest if label == rest else rest[len(label) + 1:]
         for r in found:
             if r["label"] == label and (r["seed"] in seeds or not seeds):
                 runs.setdefault(name, {})[r["seed"]] = r | {"label": name}
